@@ -1,0 +1,337 @@
+"""From formula and data to the model: X, Z, groups, and the per-group statistics.
+
+For group j (a county) with n_j rows, the reduced form of the model is::
+
+    y_j = X_j beta + Z_j b_j + eps_j,    b_j ~ N(0, G),  eps_j ~ N(0, sigma2 I)
+
+Every algorithm in teachlmm needs the data only through the per-group
+cross-products, computed once here (a J-stack of small matrices)::
+
+    X_j'X_j (J,p,p)   X_j'Z_j (J,p,q)   Z_j'Z_j (J,q,q)
+    X_j'y_j (J,p)     Z_j'y_j (J,q)     y_j'y_j (J,)     n_j (J,)
+
+After that an EM iteration, a Gibbs sweep or a log-likelihood costs
+O(J (p+q)^3), whatever the number of rows n. No n x n matrix is ever built.
+"""
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from .errors import DataError, DesignError
+from .formula import parse_formula
+
+__all__ = ["Model", "GroupStats"]
+
+
+# ----------------------------------------------------------------------------
+# columns of the data
+# ----------------------------------------------------------------------------
+
+def _columns_of(data):
+    for attr in ("keys", "columns"):
+        if hasattr(data, attr):
+            keys = getattr(data, attr)
+            return [str(k) for k in (keys() if callable(keys) else keys)]
+    return []
+
+
+def get_column(data, name):
+    """``data[name]`` as a 1-D numpy array, or a DataError naming close matches."""
+    try:
+        col = data[name]
+    except (KeyError, IndexError, ValueError, TypeError):
+        known = _columns_of(data)
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise DataError(f"the data has no column {name!r}.{hint} Columns are: {', '.join(known[:20])}") from None
+    col = np.asarray(col)
+    if col.ndim != 1:
+        raise DataError(f"column {name!r} must be one-dimensional, got shape {col.shape}")
+    return col
+
+
+def _is_missing(col):
+    if col.dtype.kind in "fc":
+        return ~np.isfinite(col)
+    if col.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and not np.isfinite(v)) for v in col], dtype=bool)
+    return np.zeros(col.shape, dtype=bool)
+
+
+def check_finite(col, name):
+    bad = np.flatnonzero(_is_missing(col))
+    if bad.size:
+        rows = ", ".join(str(i) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise DataError(f"column {name!r} has {bad.size} missing or non-finite value(s) (rows {rows}); "
+                        "drop or impute those rows before fitting")
+
+
+def is_numeric(col):
+    return col.dtype.kind in "biuf"
+
+
+def r_levels(values):
+    """Distinct values ordered like R's factor levels: numbers numerically, strings lexicographically."""
+    uniq = np.unique(values)        # np.unique sorts numbers numerically and strings lexicographically
+    if uniq.dtype.kind == "f" and np.all(uniq == np.round(uniq)):
+        uniq = uniq.astype(np.int64)  # county 1.0 is shown as 1
+    return uniq
+
+
+# ----------------------------------------------------------------------------
+# coding terms into columns
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Variable:
+    """How one data column enters the model: numeric, or categorical with R-ordered levels."""
+
+    name: str
+    levels: object = None            # None for numeric
+
+    def columns(self, col, full):
+        """Numeric: the column itself. Categorical: 0/1 indicators (all levels if ``full``,
+        else treatment contrasts, dropping the first level as R does)."""
+        if self.levels is None:
+            return [(self.name, col.astype(float))]
+        col = col.astype(str)
+        levels = self.levels if full else self.levels[1:]
+        return [(f"{self.name}{lev}", (col == lev).astype(float)) for lev in levels]
+
+
+def _term_columns(term, variables, data_cols, full):
+    """Columns of one term: the products of its factors' columns (names joined by ':')."""
+    cols = [("", None)]
+    for k, factor in enumerate(term.factors):
+        var = variables[factor]
+        new = var.columns(data_cols[factor], full and k == 0)
+        cols = [((a + ":" + b) if a else b, v if u is None else u * v) for a, u in cols for b, v in new]
+    return cols
+
+
+def _part_columns(terms, variables, data_cols, n):
+    """Columns of a list of terms (fixed part, or one random block)."""
+    has_intercept = any(not t.factors for t in terms)
+    out, full_used = [], has_intercept
+    for t in terms:
+        if not t.factors:
+            out.append(("(Intercept)", np.ones(n)))
+            continue
+        full = (not full_used and len(t.factors) == 1 and variables[t.factors[0]].levels is not None)
+        full_used = full_used or full
+        out += _term_columns(t, variables, data_cols, full)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# per-group statistics
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GroupStats:
+    """The per-group sufficient statistics (every array has the groups on axis 0).
+
+    Attributes
+    ----------
+    n : (J,) rows per group n_j
+    XtX : (J, p, p) X_j'X_j
+    XtZ : (J, p, q) X_j'Z_j
+    ZtZ : (J, q, q) Z_j'Z_j
+    Xty : (J, p) X_j'y_j
+    Zty : (J, q) Z_j'y_j
+    yty : (J,) y_j'y_j
+    """
+
+    n: np.ndarray
+    XtX: np.ndarray
+    XtZ: np.ndarray
+    ZtZ: np.ndarray
+    Xty: np.ndarray
+    Zty: np.ndarray
+    yty: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, X, Z, y, codes, J):
+        """Cross-products of W = [X Z y] per group: one ``np.bincount`` per column pair.
+
+        Cost O(n (p+q+1)^2) time and O(n) extra memory; no sort, no n x n.
+        """
+        p, q = X.shape[1], Z.shape[1]
+        W = np.column_stack([X, Z, y])
+        k = W.shape[1]
+        C = np.empty((J, k, k))
+        for a in range(k):                       # loop over column pairs, not over groups
+            for b in range(a, k):
+                C[:, a, b] = C[:, b, a] = np.bincount(codes, weights=W[:, a] * W[:, b], minlength=J)
+        n = np.bincount(codes, minlength=J).astype(float)
+        P, Q = slice(0, p), slice(p, p + q)
+        return cls(n=n, XtX=C[:, P, P], XtZ=C[:, P, Q], ZtZ=C[:, Q, Q],
+                   Xty=C[:, P, -1], Zty=C[:, Q, -1], yty=C[:, -1, -1])
+
+    def __add__(self, other):
+        """Statistics of two chunks of rows of the same groups add up."""
+        return GroupStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+
+
+# ----------------------------------------------------------------------------
+# the model
+# ----------------------------------------------------------------------------
+
+class Model:
+    """A linear mixed model: formula + data, turned into X, Z, groups and per-group statistics.
+
+    The model in the lecture's reduced form is ``y = X beta + Z_j b_j + eps``
+    with ``b_j ~ N(0, G)`` for each group j and ``eps ~ N(0, sigma2 I)``.
+    Building a ``Model`` checks the data and computes the per-group
+    cross-products once; every fitting method (``tl.em``, ``tl.gibbs``,
+    ``tl.blup``) starts from it.
+
+    Parameters
+    ----------
+    formula : str
+        lmer syntax, e.g. ``"log_radon ~ 1 + floor + (1 + floor | county)"``;
+        see :mod:`teachlmm.formula`.
+    data : mapping
+        Column name -> 1-D array (a dict of numpy arrays, or a DataFrame).
+        String columns are categorical (treatment coding, first level as
+        reference, columns named like R's, e.g. ``county_nameANOKA``).
+
+    Attributes
+    ----------
+    y : (n,) response.  X : (n, p) fixed-effects design.  Z : (n, q) random-effects design.
+    codes : (n,) group index 0..J-1 of each row.  groups : (J,) group labels (R's level order).
+    fixef_names, ranef_names : column names of X and Z.  group_name : the grouping variable.
+    blocks : list of index arrays into Z's columns; G is block diagonal in them
+        (one block for ``(1 + x | g)``, one per term for ``(1 + x || g)``).
+    stats : :class:`GroupStats`, the per-group cross-products.
+    n, p, q, J : sizes.
+
+    Raises
+    ------
+    FormulaError, DataError, DesignError
+        For a malformed formula, a missing column (with close matches), missing
+        values, a rank-deficient X, a single group, or groups too small to
+        separate the random effects from the residual.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ 1 + floor + (1 + floor | county)", tl.load_radon())
+    >>> model.n, model.p, model.q, model.J
+    (919, 2, 2, 85)
+    >>> model.stats.ZtZ.shape
+    (85, 2, 2)
+    """
+
+    def __init__(self, formula, data):
+        self.formula = parse_formula(formula)
+        f = self.formula
+        if not f.random:
+            raise DesignError("the formula has no random term; add one such as (1 | group). "
+                              "For a model without random effects use ordinary least squares.")
+        self.group_name = f.random[0].group
+        raw = {name: get_column(data, name) for name in f.variables}
+        lengths = {name: c.size for name, c in raw.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError(f"the columns used have different lengths: {lengths}")
+        for name, col in raw.items():
+            check_finite(col, name)
+        self._variables = {}
+        for name in f.variables:
+            if name == self.group_name:
+                continue
+            col = raw[name]
+            self._variables[name] = _Variable(name, None if is_numeric(col) else r_levels(col.astype(str)))
+        if self._variables[f.response].levels is not None:
+            raise DataError(f"the response {f.response!r} must be numeric; it holds text values")
+        self.groups = r_levels(raw[self.group_name])
+        self.y = raw[f.response].astype(float)
+        self.n = self.y.size
+        self.X, self.fixef_names = self._matrix(f.fixed, raw)
+        zparts = [self._matrix(r.terms, raw) for r in f.random]
+        self.Z = np.column_stack([z for z, _ in zparts])
+        self.ranef_names = [name for _, names in zparts for name in names]
+        sizes = np.cumsum([0] + [len(names) for _, names in zparts])
+        self.blocks = [np.arange(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.codes = self._codes(raw[self.group_name])
+        self.p, self.q, self.J = self.X.shape[1], self.Z.shape[1], self.groups.size
+        self._check_estimable()
+        self.stats = GroupStats.from_arrays(self.X, self.Z, self.y, self.codes, self.J)
+
+    # -- building blocks ---------------------------------------------------
+    def _matrix(self, terms, raw):
+        cols = _part_columns(terms, self._variables, raw, self.n)
+        if not cols:
+            return np.zeros((self.n, 0)), []
+        names = [name for name, _ in cols]
+        return np.column_stack([c for _, c in cols]), names
+
+    def _codes(self, group_col):
+        """Index 0..J-1 of each row's group in ``self.groups``."""
+        labels = group_col.astype(self.groups.dtype) if is_numeric(group_col) else group_col.astype(str)
+        ref = self.groups if is_numeric(group_col) else self.groups.astype(str)
+        codes = np.searchsorted(ref, labels)
+        return codes
+
+    def _check_estimable(self):
+        if self.J < 2:
+            raise DesignError(f"the grouping variable {self.group_name!r} has only one group; a variance "
+                              "between groups needs at least two (more like ten or more to be estimated well)")
+        if self.n <= self.J * self.q:
+            single = self.q == 1 and self.n == self.J
+            what = ("every group has a single row, so a group's random intercept cannot be told apart from "
+                    "its residual" if single else
+                    f"there are n = {self.n} rows for J * q = {self.J * self.q} random effects")
+            raise DesignError(f"the random effects are not identifiable: {what}. Use a coarser grouping, "
+                              "fewer random terms, or an ordinary regression.")
+        if self.p:
+            self._check_rank()
+
+    def _check_rank(self):
+        """Pivoted QR of X: columns beyond the numerical rank are combinations of the others."""
+        scale = np.sqrt((self.X ** 2).sum(axis=0))
+        if np.any(scale == 0):
+            bad = [self.fixef_names[k] for k in np.flatnonzero(scale == 0)]
+            raise DesignError(f"fixed-effect column(s) {bad} are all zero; remove them from the formula")
+        R, piv = scipy.linalg.qr(self.X / scale, mode="r", pivoting=True)
+        d = np.abs(np.diag(R))
+        rank = int(np.sum(d > d[0] * 1e-9 * max(self.X.shape)))
+        if rank < self.p:
+            bad = [self.fixef_names[k] for k in piv[rank:]]
+            raise DesignError(f"the fixed-effects design is rank deficient: {bad} can be written as a "
+                              f"combination of the other columns ({', '.join(self.fixef_names)}). Remove "
+                              "the redundant term(s) from the formula (a variable constant within the data "
+                              "duplicates the intercept; a full set of dummies does too).")
+
+    # -- new data ------------------------------------------------------------
+    def design(self, data):
+        """X, Z and group indices for new data, coded the way this model was.
+
+        Returns ``(X, Z, codes)`` with ``codes[i] = -1`` for rows whose group
+        was not in the fitted data.
+        """
+        f = self.formula
+        names = [v for v in f.variables if v != f.response]
+        raw = {name: get_column(data, name) for name in names}
+        for name, col in raw.items():
+            check_finite(col, name)
+        for name, var in self._variables.items():
+            if name in raw and var.levels is not None:
+                unseen = sorted(set(raw[name].astype(str)) - set(var.levels))
+                if unseen:
+                    raise DataError(f"column {name!r} has level(s) {unseen[:5]} that the fitted data did not have")
+        n = next(iter(raw.values())).size
+        X, _ = self._matrix(f.fixed, raw) if f.fixed else (np.zeros((n, 0)), [])
+        Z = np.column_stack([self._matrix(r.terms, raw)[0] for r in f.random])
+        g = raw[self.group_name]
+        labels = g.astype(self.groups.dtype) if is_numeric(g) == is_numeric(self.groups) else g.astype(str)
+        ref = self.groups if is_numeric(g) == is_numeric(self.groups) else self.groups.astype(str)
+        pos = np.clip(np.searchsorted(ref, labels), 0, self.J - 1)
+        codes = np.where(ref[pos] == labels, pos, -1)
+        return X, Z, codes
+
+    def __repr__(self):
+        return (f"Model({self.formula.text!r}: n = {self.n}, J = {self.J} groups of {self.group_name!r}, "
+                f"p = {self.p} fixed, q = {self.q} random per group)")

@@ -1,0 +1,386 @@
+"""EM for the variance components of a linear mixed model (ML and REML).
+
+Treat the random effects b (and, for REML, also beta, with a flat prior) as
+missing data. If we knew them, G and sigma2 would be plain sample moments::
+
+    G      = (1/J) sum_j b_j b_j'
+    sigma2 = (1/n) ||y - X beta - Z b||^2
+
+We do not know them, so EM replaces each moment by its conditional
+expectation given y at the current (G, sigma2):
+
+E-step (at the current G, sigma2; see :mod:`teachlmm.mme`)
+    beta_hat = GLS estimate,  b_hat_j = M_j^-1 Z_j'(y_j - X_j beta_hat),
+    ML:    Var(b_j | y) = sigma2 M_j^-1
+    REML:  Var(b_j | y) = sigma2 (M_j^-1 + M_j^-1 Z_j'X_j A^-1 X_j'Z_j M_j^-1)
+           (beta is integrated out too, which widens the variance)
+
+M-step
+    G_new      = (1/J) sum_j [ b_hat_j b_hat_j' + Var(b_j | y) ]
+    sigma2_new = (1/n) E ||y - X beta - Z b||^2
+               = (1/n) [ ||y - X beta_hat - Z b_hat||^2 + tr(Cov(beta, b | y) [X Z]'[X Z]) ]
+
+The trace term is written per group with Z_j'Z_j, X_j'Z_j and X'X, so no G^-1
+is needed (design.md writes it as sigma2 [k - sum_j tr(G^-1 Var(b_j|y)) / sigma2];
+the two are equal when G is invertible; ours also works on the boundary).
+Each EM step never lowers the (restricted) log-likelihood.
+
+Use it one step at a time::
+
+    state = init(model, reml=True)
+    state = step(state)              # state.loglik, state.G, state.b, state.var_b ...
+    for s in steps(model): ...       # a generator over step()
+
+or let :func:`fit` loop to convergence. ``fit`` accelerates the same step
+with SQUAREM (Varadhan & Roland 2008): two EM steps give a direction, and a
+longer step along it is taken only if it raises the log-likelihood further.
+"""
+import time
+import warnings
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import mme
+from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
+from .results import MixedModelResult
+
+__all__ = ["State", "Record", "init", "step", "steps", "fit"]
+
+
+class Record(NamedTuple):
+    """What ``fit`` keeps of each iteration: enough to plot the climb, small enough for many groups."""
+
+    iteration: int
+    loglik: float
+    beta: np.ndarray
+    G: np.ndarray
+    sigma2: float
+
+
+def _record(state):
+    return Record(state.iteration, state.loglik, state.beta, state.G, state.sigma2)
+
+
+class State(NamedTuple):
+    """One point of the EM iteration, with the E-step quantities computed at it.
+
+    Attributes
+    ----------
+    iteration : int
+    G : (q, q) covariance of the random effects.   sigma2 : residual variance.
+    beta : (p,) GLS fixed effects at (G, sigma2).
+    b : (J, q) conditional means E(b_j | y) (the BLUPs).
+    var_b : (J, q, q) conditional variances Var(b_j | y) (REML: beta integrated out).
+    loglik : (restricted) log-likelihood at (G, sigma2).
+    rss : ||y - X beta - Z b||^2.   trace : tr(Cov(beta, b | y) [X Z]'[X Z]) / sigma2.
+    reml : bool.   model : the Model.
+    """
+
+    iteration: int
+    G: np.ndarray
+    sigma2: float
+    beta: np.ndarray
+    b: np.ndarray
+    var_b: np.ndarray
+    loglik: float
+    rss: float
+    trace: float
+    reml: bool
+    model: Any
+
+
+def _mask(model):
+    """1 where G may be non-zero (inside a block), 0 between uncorrelated blocks."""
+    mask = np.zeros((model.q, model.q))
+    for blk in model.blocks:
+        mask[np.ix_(blk, blk)] = 1.0
+    return mask
+
+
+def e_step(model, G, sigma2, reml, iteration=0):
+    """Conditional moments of the missing data at (G, sigma2): the E-step."""
+    s = model.stats
+    sol = mme.solve(s, G, sigma2)
+    var_b = sol.Minv                                         # Var(b_j | y, beta) / sigma2 = M_j^-1
+    trace = np.einsum("jqr,jrq->", sol.Minv, s.ZtZ)          # sum_j tr(M_j^-1 Z_j'Z_j)
+    if reml and model.p:
+        A_inv = np.linalg.inv(sol.A)
+        C = -sol.Minv @ np.swapaxes(s.XtZ, 1, 2) @ A_inv     # Cov(b_j, beta | y) / sigma2, (J, q, p)
+        var_b = var_b - C @ s.XtZ @ sol.Minv                 # + M^-1 Z'X A^-1 X'Z M^-1
+        trace = (np.einsum("jqr,jrq->", var_b, s.ZtZ)        # tr(Var(b_j) Z_j'Z_j)
+                 + 2 * np.einsum("jqp,jpq->", C, s.XtZ)      # 2 tr(Cov(b_j, beta) X_j'Z_j)
+                 + np.trace(A_inv @ s.XtX.sum(0)))           # tr(Var(beta) X'X)
+    ll = mme.loglik(s, G, sigma2, reml, sol)
+    return State(iteration, np.asarray(G, float), float(sigma2), sol.beta, sol.b, sigma2 * var_b,
+                 ll, sol.rss, float(trace), reml, model)
+
+
+def m_step(state):
+    """New (G, sigma2) from the E-step moments of ``state``."""
+    J, n = state.model.J, state.model.n
+    bb = np.einsum("jq,jr->qr", state.b, state.b)
+    G = (bb + state.var_b.sum(0)) / J * _mask(state.model)   # G_new = mean_j E(b_j b_j' | y)
+    G = 0.5 * (G + G.T)
+    sigma2 = (state.rss + state.sigma2 * state.trace) / n    # sigma2_new = E||e||^2 / n
+    return G, sigma2
+
+
+def start_values(model):
+    """Where EM starts: sigma2 from OLS, G = sigma2 * diag(n / diag(Z'Z)) (each random
+    column explains about as much variance as the residual; lme4 starts at theta = 1 likewise)."""
+    s = model.stats
+    XtX, Xty = s.XtX.sum(0), s.Xty.sum(0)
+    beta = np.linalg.lstsq(XtX, Xty, rcond=None)[0] if model.p else np.zeros(0)
+    rss = s.yty.sum() - Xty @ beta
+    sigma2 = max(rss / max(model.n - model.p, 1), 1e-12 * s.yty.sum() / model.n, 1e-300)
+    zz = np.diag(s.ZtZ.sum(0)) / model.n
+    return np.diag(sigma2 / np.where(zz > 0, zz, 1.0)), float(sigma2)
+
+
+def init(model, reml=True, G=None, sigma2=None):
+    """The starting state (E-step quantities at the start values).
+
+    Parameters
+    ----------
+    model : Model
+    reml : bool
+        True for REML (lme4's default), False for maximum likelihood.
+    G, sigma2 : optional start values (G is masked to the model's block structure).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> s0 = tl.em.init(model)
+    >>> s1 = tl.em.step(s0)
+    >>> s1.loglik >= s0.loglik
+    True
+    """
+    G0, s0 = start_values(model)
+    G = G0 if G is None else np.atleast_2d(np.asarray(G, dtype=float)) * _mask(model)
+    sigma2 = s0 if sigma2 is None else float(sigma2)
+    if G.shape != (model.q, model.q):
+        raise TeachLMMError(f"start G must be {model.q} x {model.q} for this model, got {G.shape}")
+    return e_step(model, G, sigma2, reml)
+
+
+def step(state):
+    """One EM iteration: M-step from the state's E-step moments, then the E-step at the new values.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
+    >>> s = tl.em.step(tl.em.init(model))
+    >>> s.iteration, s.G.shape
+    (1, (2, 2))
+    """
+    G, sigma2 = m_step(state)
+    return e_step(state.model, G, sigma2, state.reml, state.iteration + 1)
+
+
+def steps(model, reml=True, max_iter=None, **start):
+    """Generator over EM states: the start, then one state per iteration.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> [round(s.loglik, 2) for s, _ in zip(tl.em.steps(model), range(3))]
+    [-1104.56, -1091.99, -1087.96]
+    """
+    state = init(model, reml, **start)
+    yield state
+    while max_iter is None or state.iteration < max_iter:
+        state = step(state)
+        yield state
+
+
+# ----------------------------------------------------------------------------
+# fitting to convergence
+# ----------------------------------------------------------------------------
+
+def _theta(state):
+    """The parameter vector SQUAREM extrapolates in: lower-triangular Cholesky factor of G, and log sigma2.
+
+    Any such vector maps back to a positive semi-definite G, so an extrapolated step
+    never leaves the parameter space.
+    """
+    L = np.sqrt(state.sigma2) * mme.relative_factor(state.G, state.sigma2)
+    return np.concatenate([L[np.tril_indices_from(L)], [np.log(state.sigma2)]])
+
+
+def _from_theta(theta, q):
+    L = np.zeros((q, q))
+    L[np.tril_indices(q)] = theta[:-1]
+    return L @ L.T, float(np.exp(theta[-1]))
+
+
+def _change(a, b):
+    """Size of a parameter change on the scale of sigma2 (so it does not depend on the units of y)."""
+    return max(np.max(np.abs(a.G - b.G)) / b.sigma2, abs(a.sigma2 - b.sigma2) / b.sigma2)
+
+
+def _squarem(state):
+    """One SQUAREM iteration (scheme S3): two EM steps, an extrapolation, a stabilising EM step.
+
+    Falls back to the plain double EM step whenever the extrapolated point has a
+    lower log-likelihood, so it is never worse than plain EM.
+    """
+    s1 = step(state)
+    s2 = step(s1)
+    t0, t1, t2 = _theta(state), _theta(s1), _theta(s2)
+    r, v = t1 - t0, t2 - 2 * t1 + t0
+    if not np.any(v):
+        return s2
+    alpha = min(-1.0, -np.linalg.norm(r) / np.linalg.norm(v))
+    for _ in range(10):                                 # back off toward the plain step if needed
+        G, sigma2 = _from_theta(t0 - 2 * alpha * r + alpha ** 2 * v, state.model.q)
+        G = G * _mask(state.model)
+        if np.isfinite(sigma2) and sigma2 > 0 and np.all(np.isfinite(G)):
+            s_new = e_step(state.model, G, sigma2, state.reml, state.iteration)
+            if s_new.loglik >= s2.loglik:
+                out = step(s_new)
+                return out._replace(iteration=state.iteration + 2)
+        alpha = (alpha - 1.0) / 2.0
+        if alpha > -1.0 - 1e-8:
+            break
+    return s2
+
+
+def _is_singular(state, tol=1e-4):
+    """lme4's rule: a diagonal element of the relative factor T (G = sigma2 T T') below tol."""
+    return bool(np.any(np.diag(mme.relative_factor(state.G, state.sigma2)) < tol))
+
+
+def _boundary_candidate(state, tol=0.05):
+    """The state with G's nearly-vanishing directions set exactly to zero, or None.
+
+    A direction is "nearly vanishing" when its diagonal element of the relative
+    factor T (G = sigma2 T T') is below ``tol`` but not yet 0. Dropping column k
+    of T leaves G with one rank less: a variance of 0, or a correlation of +-1.
+    """
+    T = mme.relative_factor(state.G, state.sigma2)
+    small = (np.diag(T) < tol) & (np.diag(T) > 0)
+    if not np.any(small):
+        return None
+    T = T.copy()
+    T[:, small] = 0.0
+    G = state.sigma2 * T @ T.T
+    return e_step(state.model, G, state.sigma2, state.reml, state.iteration)
+
+
+def _boundary_is_optimal(state):
+    """KKT check on the PSD cone: no direction v in the null space of G with v'(dl/dG)v > 0."""
+    w, V = np.linalg.eigh(state.G)
+    null = V[:, w <= 1e-10 * max(w.max(), state.sigma2)]
+    if null.size == 0:
+        return True
+    D = mme.gradient_G(state.model.stats, state.G, state.sigma2, state.reml)
+    curv = np.linalg.eigvalsh(null.T @ D @ null)
+    return bool(curv.max() <= 1e-6 * state.model.J / state.sigma2)
+
+
+def _try_boundary(state, advance, tol, max_iter):
+    """EM creeps toward a zero variance at a sublinear rate; jump when the boundary is better.
+
+    Fit the model on the face of the parameter space where the small directions
+    of G are exactly 0 (EM never leaves a face it starts on, and converges fast
+    there). Accept that point if its log-likelihood is at least the current one
+    and no direction back into the interior increases it.
+    """
+    cand = _boundary_candidate(state)
+    if cand is None:
+        return None
+    face, ok = _iterate(cand, advance, tol, cand.iteration + max_iter, [])
+    if ok and face.loglik >= state.loglik - 1e-10 * abs(state.loglik) and _boundary_is_optimal(face):
+        return face
+    return None
+
+
+def _iterate(state, advance, tol, max_iter, history, check_every=10):
+    """Run EM (``advance`` is :func:`step` or :func:`_squarem`) until a plain step changes
+    the parameters by less than ``tol``; look for a boundary optimum every ``check_every``
+    steps (the interval doubles after each look that finds none, so an interior fit pays little)."""
+    count = 0
+    while state.iteration < max_iter:
+        nxt = advance(state)
+        history.append(_record(nxt))
+        if _change(nxt, state) < tol and (advance is step or _change(step(nxt), nxt) < tol):
+            return nxt, True
+        state, count = nxt, count + 1
+        if count % check_every == 0:
+            face = _try_boundary(state, advance, tol, max_iter)
+            if face is not None:
+                history.append(_record(face))
+                return face, True
+            count, check_every = 0, 2 * check_every
+    return state, False
+
+
+def fit(model, reml=True, method="squarem", tol=1e-10, max_iter=10000, G=None, sigma2=None):
+    """Fit the variance components by EM, then everything else at the optimum.
+
+    Parameters
+    ----------
+    model : Model
+    reml : bool, default True
+        REML (lme4's default) or maximum likelihood.
+    method : {"squarem", "plain"}
+        "plain" repeats :func:`step` (slow near a boundary, hundreds of
+        iterations on the radon M4 model); "squarem" (the default) accelerates
+        the same step and reaches the same optimum in a few dozen iterations.
+    tol : float
+        Stop when an EM step changes G and sigma2 by less than ``tol * sigma2``.
+    max_iter : int
+        Iteration budget (plain EM iterations; a SQUAREM iteration counts two).
+    G, sigma2 : optional start values.
+
+    Returns
+    -------
+    MixedModelResult
+        With ``fixef``, ``fixef_se``, ``G``, ``sigma2``, ``loglik``, ``ranef``,
+        ``coef``, ``condsd``, ``summary()``, ``history`` and the convergence report
+        ``n_iter``, ``converged``, ``singular``.
+
+    Warns
+    -----
+    ConvergenceWarning
+        When ``max_iter`` is reached.
+    BoundaryWarning
+        When the optimum has a variance at zero (or a correlation of +-1), as
+        lme4's "boundary (singular) fit".
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ 1 + floor + (1 + floor | county)", tl.load_radon())
+    >>> fit = tl.em.fit(model)
+    >>> round(fit.fixef["floor"], 4), round(fit.loglik, 2)
+    (-0.6811, -1084.16)
+    """
+    if method not in ("squarem", "plain"):
+        raise TeachLMMError(f"method must be 'squarem' or 'plain', not {method!r}")
+    t0 = time.perf_counter()
+    state = init(model, reml, G=G, sigma2=sigma2)
+    history = [_record(state)]
+    advance = _squarem if method == "squarem" else step
+    state, converged = _iterate(state, advance, tol, max_iter, history)
+    face = _try_boundary(state, advance, tol, max_iter)  # converged next to a boundary: is it on it?
+    if face is not None and face.loglik > state.loglik:
+        state = face
+        history.append(_record(face))
+    if not converged:
+        warnings.warn(f"EM stopped at max_iter = {max_iter} before converging (last change "
+                      f"{_change(step(state), state):.2e} > tol = {tol:.0e}). Raise max_iter, use "
+                      "method='squarem', or check the model for a variance near zero.",
+                      ConvergenceWarning, stacklevel=2)
+    singular = _is_singular(state)
+    if singular:
+        warnings.warn("boundary (singular) fit: a random-effect variance is (nearly) zero or a "
+                      "correlation is +-1; see result.G. The model may be simpler than written.",
+                      BoundaryWarning, stacklevel=2)
+    return MixedModelResult(model, state.G, state.sigma2, reml=reml, method=f"EM ({method})",
+                            n_iter=state.iteration, converged=converged, singular=singular,
+                            history=history, seconds=time.perf_counter() - t0)

@@ -1,0 +1,173 @@
+"""The mixed-model equations at given variance components, group by group.
+
+Every method in teachlmm (EM's E-step, the BLUP, the Gibbs sampler's
+coefficient block) solves the same system for given G and sigma2::
+
+    [ X'X        X'Z             ] [beta]   [X'y]
+    [ Z'X   blockdiag(M_j)       ] [ b  ] = [Z'y],     M_j = Z_j'Z_j + sigma2 G^-1.
+
+Eliminating b group by group (a Schur complement) leaves a p x p system::
+
+    A        = X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j
+    beta_hat = A^-1 (X'y - sum_j X_j'Z_j M_j^-1 Z_j'y_j)          (GLS)
+    b_hat_j  = M_j^-1 Z_j'(y_j - X_j beta_hat)                    (BLUP)
+
+The textbook form needs G^-1, which does not exist when a variance sits at 0
+(a "singular" or boundary fit). As lme4 does, we write G = sigma2 T T' with T
+lower triangular (a Cholesky factor, allowed to be singular) and use::
+
+    M~_j = T'Z_j'Z_j T + I          always positive definite
+    M_j^-1 = T M~_j^-1 T'           (the same matrix when G is invertible)
+    |V_j| = sigma2^n_j |M~_j|,      V_j = Z_j G Z_j' + sigma2 I.
+
+All arrays carry the groups on axis 0, so "for every group" is one batched
+numpy call, never a Python loop over groups.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["relative_factor", "Solution", "solve", "loglik", "gradient_G"]
+
+LOG_2PI = np.log(2.0 * np.pi)
+
+
+def relative_factor(G, sigma2):
+    """Lower-triangular T with T T' = G / sigma2, also for a singular (PSD) G.
+
+    A Cholesky factorisation that lets a pivot be 0: column k of T is
+    ``(G_k - T_k T_k') / T_kk`` if the remaining variance T_kk^2 is positive,
+    else zero (that direction has no variance).
+    """
+    S = np.asarray(G, dtype=float) / sigma2
+    q = S.shape[0]
+    T = np.zeros_like(S)
+    for k in range(q):                          # q is 1, 2 or 3: a loop over columns, not groups
+        d = S[k, k] - T[k, :k] @ T[k, :k]
+        if d <= 1e-14 * max(1.0, abs(S[k, k])):
+            continue
+        T[k, k] = np.sqrt(d)
+        T[k + 1:, k] = (S[k + 1:, k] - T[k + 1:, :k] @ T[k, :k]) / T[k, k]
+    return T
+
+
+class Solution(NamedTuple):
+    """The mixed-model equations solved at (G, sigma2); every array is per group on axis 0.
+
+    Attributes
+    ----------
+    T : (q, q) relative factor, G = sigma2 T T'.
+    Minv : (J, q, q) M_j^-1 = T M~_j^-1 T'; sigma2 * Minv_j is Var(b_j | y, beta).
+    logdet_Mt : (J,) log |M~_j|.
+    A : (p, p) Schur complement (sigma2 * A^-1 is Var(beta_hat)).
+    beta : (p,) GLS estimate.   b : (J, q) BLUPs.
+    rss : ||y - X beta - Z b||^2.   rVr : sum_j r_j' V_j^-1 r_j at beta (times sigma2).
+    """
+
+    T: np.ndarray
+    Minv: np.ndarray
+    logdet_Mt: np.ndarray
+    A: np.ndarray
+    beta: np.ndarray
+    b: np.ndarray
+    rss: float
+    rVr: float
+
+
+def solve(stats, G, sigma2, beta_precision=None, beta=None):
+    """Solve the mixed-model equations at (G, sigma2), batched over groups.
+
+    Parameters
+    ----------
+    stats : GroupStats
+    G : (q, q) array, symmetric positive semi-definite.
+    sigma2 : float > 0.
+    beta_precision : (p, p) array, optional
+        A normal prior beta ~ N(0, sigma2 * inv(beta_precision)) adds
+        ``beta_precision`` to A (the Gibbs sampler's prior); None: flat.
+    beta : (p,) array, optional
+        Use this beta instead of the GLS estimate (the BLUPs are then
+        ``M_j^-1 Z_j'(y_j - X_j beta)``).
+
+    Returns
+    -------
+    Solution
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> sol = solve(m.stats, np.array([[0.1]]), 0.57)
+    >>> sol.b.shape
+    (85, 1)
+    """
+    s = stats
+    T = relative_factor(G, sigma2)
+    q = T.shape[0]
+    Mt = T.T @ s.ZtZ @ T + np.eye(q)                        # M~_j = T'Z_j'Z_j T + I
+    Mt_inv = np.linalg.inv(Mt)
+    logdet_Mt = np.linalg.slogdet(Mt)[1]
+    Minv = T @ Mt_inv @ T.T                                 # M_j^-1 = T M~_j^-1 T'
+    XtZ_Minv = s.XtZ @ Minv                                 # X_j'Z_j M_j^-1, (J, p, q)
+    A = s.XtX.sum(0) - np.einsum("jpq,jrq->pr", XtZ_Minv, s.XtZ)
+    c = s.Xty.sum(0) - np.einsum("jpq,jq->p", XtZ_Minv, s.Zty)
+    if beta_precision is not None:
+        A = A + beta_precision
+    if beta is None:
+        beta = np.linalg.solve(A, c) if A.size else np.zeros(0)   # beta_hat = A^-1 c
+    Ztr = s.Zty - np.einsum("jpq,p->jq", s.XtZ, beta)      # Z_j'(y_j - X_j beta)
+    b = np.einsum("jqr,jr->jq", Minv, Ztr)                  # b_hat_j = M_j^-1 Z_j' r_j
+    rtr = (s.yty.sum() - 2 * beta @ s.Xty.sum(0)
+           + beta @ s.XtX.sum(0) @ beta)                    # r'r with r = y - X beta
+    rVr = rtr - np.einsum("jq,jq->", Ztr, b)                # sigma2 * r'V^-1 r
+    rss = (rtr - 2 * np.einsum("jq,jq->", Ztr, b)
+           + np.einsum("jq,jqr,jr->", b, s.ZtZ, b))         # ||r - Z b||^2
+    return Solution(T, Minv, logdet_Mt, A, beta, b, float(rss), float(rVr))
+
+
+def loglik(stats, G, sigma2, reml, sol=None):
+    """Log-likelihood (ML) or restricted log-likelihood (REML) at (G, sigma2), beta at its GLS value.
+
+    ML:    -1/2 [ n log(2 pi sigma2) + sum_j log|M~_j| + r'V^-1 r ]
+    REML:  -1/2 [ (n-p) log(2 pi sigma2) + sum_j log|M~_j| + log|A| + r'V^-1 r ]
+
+    These are lme4's ``logLik()`` values (for REML, -REMLcrit / 2).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> round(loglik(m.stats, np.array([[0.1]]), 0.57, reml=False), 2)
+    -1039.76
+    """
+    sol = solve(stats, G, sigma2) if sol is None else sol
+    n, p = stats.n.sum(), sol.A.shape[0]
+    dof = n - p if reml else n
+    value = dof * (LOG_2PI + np.log(sigma2)) + sol.logdet_Mt.sum() + sol.rVr / sigma2
+    if reml:
+        value += np.linalg.slogdet(sol.A)[1] if p else 0.0
+    return -0.5 * float(value)
+
+
+def gradient_G(stats, G, sigma2, reml, sol=None):
+    """Derivative of the (restricted) log-likelihood with respect to G (a symmetric q x q matrix).
+
+    dl/dG = 1/2 sum_j [ Z_j'P r r'P Z_j - Z_j'P Z_j ]_jj, computed per group with
+    Z_j'V_j^-1 Z_j = (Z_j'Z_j - Z_j'Z_j M_j^-1 Z_j'Z_j) / sigma2 (no G^-1 needed).
+    For ML, P = V^-1; for REML, P = V^-1 - V^-1 X A~^-1 X'V^-1 (A~ = X'V^-1 X).
+
+    At a boundary point (singular G) the fit is a maximum only if v' (dl/dG) v <= 0
+    for every v in the null space of G: no direction into the interior helps.
+    """
+    s = stats
+    sol = solve(stats, G, sigma2) if sol is None else sol
+    ZtZ_Minv = s.ZtZ @ sol.Minv
+    ZVZ = (s.ZtZ - ZtZ_Minv @ s.ZtZ) / sigma2                       # Z_j'V_j^-1 Z_j
+    Ztr = s.Zty - np.einsum("jpq,p->jq", s.XtZ, sol.beta)
+    ZVr = (Ztr - np.einsum("jqr,jr->jq", ZtZ_Minv, Ztr)) / sigma2   # Z_j'V_j^-1 r_j
+    D = np.einsum("jq,jr->qr", ZVr, ZVr) - ZVZ.sum(0)
+    if reml and sol.A.shape[0]:
+        ZVX = (np.swapaxes(s.XtZ, 1, 2) - ZtZ_Minv @ np.swapaxes(s.XtZ, 1, 2)) / sigma2   # Z_j'V_j^-1 X_j
+        At_inv = np.linalg.inv(sol.A / sigma2)                     # (X'V^-1X)^-1
+        D += np.einsum("jqp,pr,jsr->qs", ZVX, At_inv, ZVX)
+    return 0.5 * D
