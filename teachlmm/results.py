@@ -132,6 +132,22 @@ class MixedModelResult:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.G / np.outer(sd, sd)
 
+    @property
+    def deviance(self):
+        """lme4's ``deviance()``; see :func:`teachlmm.inference.deviance`."""
+        from .inference import deviance
+        return deviance(self)
+
+    def confint(self, method="wald", level=0.95, **options):
+        """Confidence intervals; see :func:`teachlmm.inference.confint`."""
+        from .inference import confint
+        return confint(self, method=method, level=level, **options)
+
+    def simulate(self, n_sim=1, seed=None):
+        """New responses from the fitted model; see :func:`teachlmm.inference.simulate`."""
+        from .inference import simulate
+        return simulate(self, n_sim=n_sim, seed=seed)
+
     def varcorr(self):
         """lme4's VarCorr(): a dict with the variances, standard deviations and correlations."""
         return {"G": self.G, "sd": self.sd, "corr": self.corr, "sigma2": self.sigma2,
