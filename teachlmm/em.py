@@ -72,6 +72,8 @@ class State(NamedTuple):
     beta : (p,) GLS fixed effects at (G, sigma2).
     b : (J, q) conditional means E(b_j | y) (the BLUPs).
     var_b : (J, q, q) conditional variances Var(b_j | y) (REML: beta integrated out).
+    cov_b_beta : (J, q, p) Cov(b_j, beta | y) (REML; zero for ML, where beta is a parameter).
+    var_beta : (p, p) Var(beta | y) (REML; zero for ML).
     loglik : (restricted) log-likelihood at (G, sigma2).
     rss : ||y - X beta - Z b||^2.   trace : tr(Cov(beta, b | y) [X Z]'[X Z]) / sigma2.
     reml : bool.   model : the Model.
@@ -83,6 +85,8 @@ class State(NamedTuple):
     beta: np.ndarray
     b: np.ndarray
     var_b: np.ndarray
+    cov_b_beta: np.ndarray
+    var_beta: np.ndarray
     loglik: float
     rss: float
     trace: float
@@ -104,6 +108,7 @@ def e_step(model, G, sigma2, reml, iteration=0):
     sol = mme.solve(s, G, sigma2)
     var_b = sol.Minv                                         # Var(b_j | y, beta) / sigma2 = M_j^-1
     trace = np.einsum("jqr,jrq->", sol.Minv, s.ZtZ)          # sum_j tr(M_j^-1 Z_j'Z_j)
+    C, A_inv = np.zeros((model.J, model.q, model.p)), np.zeros((model.p, model.p))
     if reml and model.p:
         A_inv = np.linalg.inv(sol.A)
         C = -sol.Minv @ np.swapaxes(s.XtZ, 1, 2) @ A_inv     # Cov(b_j, beta | y) / sigma2, (J, q, p)
@@ -113,7 +118,7 @@ def e_step(model, G, sigma2, reml, iteration=0):
                  + np.trace(A_inv @ s.XtX.sum(0)))           # tr(Var(beta) X'X)
     ll = mme.loglik(s, G, sigma2, reml, sol)
     return State(iteration, np.asarray(G, float), float(sigma2), sol.beta, sol.b, sigma2 * var_b,
-                 ll, sol.rss, float(trace), reml, model)
+                 sigma2 * C, sigma2 * A_inv, ll, sol.rss, float(trace), reml, model)
 
 
 def m_step(state):
@@ -254,6 +259,45 @@ def _is_singular(state, tol=1e-4):
     return bool(np.any(np.diag(mme.relative_factor(state.G, state.sigma2)) < tol))
 
 
+def face_step(state):
+    """One EM step that stays among matrices of G's current rank r but may turn their directions.
+
+    On a boundary G = sigma2 T T' has rank r < q, and the plain step cannot leave
+    the column space of T: it can shrink a direction, never rotate it. So on a
+    boundary we use EM in lme4's parametrisation instead: b_j = T u_j with
+    u_j ~ N(0, sigma2 I_r) missing and T (q x r) a regression coefficient::
+
+        E-step   m_j = E(u_j|y) = T^+ b_hat_j,   E(u_j u_j'|y) = T^+ E(b_j b_j'|y) T^+'
+        M-step   sum_j Z_j'Z_j T E(u_j u_j') = sum_j E(Z_j'(y_j - X_j beta) u_j')   (solve for T)
+                 sigma2 = ( E||y - X beta - Z T u||^2 + sum_j E||u_j||^2 ) / (n + J r)
+
+    (T^+ is the pseudo-inverse; b_j lies in the column space of T.)
+    """
+    model, s = state.model, state.model.stats
+    T0 = mme.relative_factor(state.G, state.sigma2)
+    keep = np.flatnonzero(np.diag(T0) > 0)                  # the r directions with variance
+    r, q, p = keep.size, model.q, model.p
+    P = np.linalg.pinv(T0[:, keep])                          # T^+, (r, q)
+    m = state.b @ P.T                                        # E(u_j | y), (J, r)
+    Ebb = np.einsum("jq,jr->jqr", state.b, state.b) + state.var_b
+    Euu = P @ Ebb @ P.T                                      # E(u_j u_j' | y), (J, r, r)
+    Ebu = (np.einsum("p,jr->jpr", state.beta, m)             # E(beta u_j' | y), (J, p, r)
+           + np.swapaxes(state.cov_b_beta, 1, 2) @ P.T)
+    S2 = (np.einsum("jq,jr->qr", s.Zty, m)                   # sum_j E(Z_j' r_j u_j'), (q, r)
+          - np.einsum("jpq,jpr->qr", s.XtZ, Ebu))
+    S1 = np.einsum("jab,jqs->aqbs", Euu, s.ZtZ).reshape(r * q, r * q)   # sum_j Euu_j (x) Z_j'Z_j
+    allowed = _mask(model)[:, keep].T.ravel() > 0            # vec(T) column by column; blocks stay apart
+    vecT = np.zeros(r * q)
+    vecT[allowed] = np.linalg.solve(S1[np.ix_(allowed, allowed)], S2.T.ravel()[allowed])
+    T = vecT.reshape(r, q).T                                 # (q, r)
+    Err = (s.yty.sum() - 2 * state.beta @ s.Xty.sum(0)      # E||y - X beta||^2
+           + state.beta @ s.XtX.sum(0) @ state.beta + np.trace(state.var_beta @ s.XtX.sum(0)))
+    e2 = Err - 2 * np.sum(T * S2) + np.einsum("qa,jqs,sb,jba->", T, s.ZtZ, T, Euu)
+    sigma2 = (e2 + np.einsum("jaa->", Euu)) / (model.n + model.J * r)
+    G = sigma2 * T @ T.T                                    # G = sigma2 T T'
+    return e_step(model, 0.5 * (G + G.T), sigma2, state.reml, state.iteration + 1)
+
+
 def _boundary_candidate(state, tol=0.05):
     """The state with G's nearly-vanishing directions set exactly to zero, or None.
 
@@ -282,36 +326,41 @@ def _boundary_is_optimal(state):
     return bool(curv.max() <= 1e-6 * state.model.J / state.sigma2)
 
 
-def _try_boundary(state, advance, tol, max_iter):
+def _try_boundary(state, tol, max_iter):
     """EM creeps toward a zero variance at a sublinear rate; jump when the boundary is better.
 
-    Fit the model on the face of the parameter space where the small directions
-    of G are exactly 0 (EM never leaves a face it starts on, and converges fast
-    there). Accept that point if its log-likelihood is at least the current one
-    and no direction back into the interior increases it.
+    Set the nearly-vanishing directions of G to zero and maximise over matrices
+    of that lower rank with :func:`face_step` (fast: there the columns of T are
+    regression coefficients). Accept the result if its log-likelihood is at
+    least the current one and no direction back into the interior increases it.
     """
     cand = _boundary_candidate(state)
     if cand is None:
         return None
-    face, ok = _iterate(cand, advance, tol, cand.iteration + max_iter, [])
+    face, ok = _iterate(cand, face_step, tol, cand.iteration + max_iter, [])
     if ok and face.loglik >= state.loglik - 1e-10 * abs(state.loglik) and _boundary_is_optimal(face):
         return face
     return None
 
 
+def _converged(new, old, advance, tol):
+    """A step changed the parameters by less than tol (after SQUAREM: also a plain step from there)."""
+    return _change(new, old) < tol and (advance is not _squarem or _change(step(new), new) < tol)
+
+
 def _iterate(state, advance, tol, max_iter, history, check_every=10):
-    """Run EM (``advance`` is :func:`step` or :func:`_squarem`) until a plain step changes
-    the parameters by less than ``tol``; look for a boundary optimum every ``check_every``
-    steps (the interval doubles after each look that finds none, so an interior fit pays little)."""
+    """Run EM (``advance`` is :func:`step`, :func:`_squarem` or :func:`face_step`) until converged;
+    look for a boundary optimum every ``check_every`` steps (the interval doubles after each
+    look that finds none, so an interior fit pays little)."""
     count = 0
     while state.iteration < max_iter:
         nxt = advance(state)
         history.append(_record(nxt))
-        if _change(nxt, state) < tol and (advance is step or _change(step(nxt), nxt) < tol):
+        if _converged(nxt, state, advance, tol):
             return nxt, True
         state, count = nxt, count + 1
         if count % check_every == 0:
-            face = _try_boundary(state, advance, tol, max_iter)
+            face = _try_boundary(state, tol, max_iter)
             if face is not None:
                 history.append(_record(face))
                 return face, True
@@ -367,7 +416,7 @@ def fit(model, reml=True, method="squarem", tol=1e-10, max_iter=10000, G=None, s
     history = [_record(state)]
     advance = _squarem if method == "squarem" else step
     state, converged = _iterate(state, advance, tol, max_iter, history)
-    face = _try_boundary(state, advance, tol, max_iter)  # converged next to a boundary: is it on it?
+    face = _try_boundary(state, tol, max_iter)         # converged next to a boundary: is it on it?
     if face is not None and face.loglik > state.loglik:
         state = face
         history.append(_record(face))

@@ -1,0 +1,46 @@
+"""Shared fixtures: the radon data, lme4's reference numbers, and the lecture's models."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import teachlmm as tl
+
+HERE = pathlib.Path(__file__).resolve().parent
+M0 = "log_radon ~ 1 + (1 | county)"
+M1 = "log_radon ~ 1 + floor + (1 | county)"
+M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
+M3u = "log_radon ~ 1 + floor + (1 + floor || county)"
+M4 = "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)"
+FORMULAS = {"M0": M0, "M1": M1, "M3": M3, "M3u": M3u, "M4": M4}
+
+
+@pytest.fixture(scope="session")
+def radon():
+    return tl.load_radon()
+
+
+@pytest.fixture(scope="session")
+def lme4():
+    """lme4's optimum for each model (tests/reference/lme4_reference.R, committed JSON)."""
+    return json.loads((HERE / "reference" / "lme4_radon.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def fits(radon):
+    """EM fits of the lecture's models, REML and ML, keyed like the JSON ("M3_REML")."""
+    out = {}
+    cache = {}
+
+    def get(key):
+        if key not in cache:
+            name, kind = key.split("_")
+            cache[key] = tl.em.fit(tl.Model(FORMULAS[name], radon), reml=(kind == "REML"))
+        return cache[key]
+    out["get"] = get
+    return get
+
+
+def as_array(x):
+    return np.asarray(x, dtype=float)
