@@ -261,10 +261,11 @@ class Model:
         self.stats = GroupStats.from_arrays(self.X, self.Z, self.y, self.codes, self.J)
 
     # -- building blocks ---------------------------------------------------
-    def _matrix(self, terms, raw):
-        cols = _part_columns(terms, self._variables, raw, self.n)
+    def _matrix(self, terms, raw, n=None):
+        n = self.n if n is None else n
+        cols = _part_columns(terms, self._variables, raw, n)
         if not cols:
-            return np.zeros((self.n, 0)), []
+            return np.zeros((n, 0)), []
         names = [name for name, _ in cols]
         return np.column_stack([c for _, c in cols]), names
 
@@ -323,8 +324,8 @@ class Model:
                 if unseen:
                     raise DataError(f"column {name!r} has level(s) {unseen[:5]} that the fitted data did not have")
         n = next(iter(raw.values())).size
-        X, _ = self._matrix(f.fixed, raw) if f.fixed else (np.zeros((n, 0)), [])
-        Z = np.column_stack([self._matrix(r.terms, raw)[0] for r in f.random])
+        X, _ = self._matrix(f.fixed, raw, n)
+        Z = np.column_stack([self._matrix(r.terms, raw, n)[0] for r in f.random])
         g = raw[self.group_name]
         labels = g.astype(self.groups.dtype) if is_numeric(g) == is_numeric(self.groups) else g.astype(str)
         ref = self.groups if is_numeric(g) == is_numeric(self.groups) else self.groups.astype(str)

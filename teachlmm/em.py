@@ -193,7 +193,7 @@ def steps(model, reml=True, max_iter=None, **start):
     >>> import teachlmm as tl
     >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
     >>> [round(s.loglik, 2) for s, _ in zip(tl.em.steps(model), range(3))]
-    [-1104.56, -1091.99, -1087.96]
+    [-1116.42, -1091.66, -1087.64]
     """
     state = init(model, reml, **start)
     yield state

@@ -138,7 +138,7 @@ def loglik(stats, G, sigma2, reml, sol=None):
     >>> import numpy as np, teachlmm as tl
     >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
     >>> round(loglik(m.stats, np.array([[0.1]]), 0.57, reml=False), 2)
-    -1039.76
+    -1081.84
     """
     sol = solve(stats, G, sigma2) if sol is None else sol
     n, p = stats.n.sum(), sol.A.shape[0]

@@ -183,7 +183,7 @@ class MixedModelResult:
         >>> import teachlmm as tl
         >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon()))
         >>> new = {"floor": [0.0, 1.0], "county": [2, 2]}
-        >>> [round(v, 3) for v in fit.predict(new)]       # county 2's line 0.933 - 0.771 x
+        >>> [round(float(v), 3) for v in fit.predict(new)]       # county 2's line 0.933 - 0.771 x
         [0.933, 0.163]
         """
         if newdata is None:
