@@ -17,7 +17,7 @@ needs matplotlib; imported on first use).
 import importlib
 
 from . import em, mme
-from .data import load_radon, read_csv, simulate
+from .data import load_radon, read_csv, read_csv_chunks, simulate
 from .design import Model
 from .errors import BoundaryWarning, ConvergenceWarning, DataError, DesignError, FormulaError, TeachLMMError
 from .results import MixedModelResult
@@ -36,6 +36,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'teachlmm' has no attribute {name!r}")
 
 
-__all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "simulate", "em", "mme", "anova",
+__all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate", "em", "mme", "anova",
            "blup", "gibbs", "diagnostics", "inference", "plots", "exercises",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

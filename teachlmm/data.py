@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["load_radon", "read_csv", "simulate"]
+__all__ = ["load_radon", "read_csv", "read_csv_chunks", "simulate"]
 
 
 def _column(values):
@@ -72,6 +72,55 @@ def read_csv(path):
             out[col != ""] = nums
             data[name] = out
     return data
+
+
+def _parse_chunk(header, lines, source):
+    """Columns of a block of CSV lines: numpy's fast parser when all fields are numbers, else csv."""
+    try:
+        block = np.loadtxt(lines, delimiter=",", dtype=float, ndmin=2)
+        if block.shape[1] == len(header):
+            return {name: block[:, k] for k, name in enumerate(header)}
+    except ValueError:
+        pass
+    return _read_text(",".join(header) + "\n" + "".join(lines), source)
+
+
+def read_csv_chunks(path, rows=200_000):
+    """Read a CSV file in blocks of ``rows`` lines: a generator of column mappings.
+
+    Use it with :meth:`teachlmm.Model.from_chunks` to fit data larger than memory::
+
+        model = tl.Model.from_chunks(formula, lambda: tl.read_csv_chunks("big.csv"))
+
+    Parameters
+    ----------
+    path : str or path-like
+    rows : int
+        Lines per block.
+
+    Yields
+    ------
+    dict of str -> numpy.ndarray
+
+    Examples
+    --------
+    >>> import teachlmm as tl, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "d.csv")
+    >>> _ = open(path, "w").write("y,g\\n1.5,1\\n2.0,2\\n2.5,2\\n")
+    >>> [len(c["y"]) for c in tl.read_csv_chunks(path, rows=2)]
+    [2, 1]
+    """
+    if int(rows) < 1:
+        raise DataError("rows must be a positive number of lines per chunk")
+    with open(path, newline="") as f:
+        header = next(csv.reader([f.readline()]), None)
+        if not header:
+            raise DataError(f"{path} is empty: expected a header line with column names.")
+        while True:
+            lines = [line for _, line in zip(range(int(rows)), f)]
+            if not lines:
+                return
+            yield _parse_chunk(header, lines, str(path))
 
 
 def load_radon():

@@ -226,39 +226,113 @@ class Model:
     """
 
     def __init__(self, formula, data):
+        self._parse(formula)
+        raw = self._read(data)
+        self._learn_coding([raw])
+        self.y, self.X, self.Z, self.codes = self._arrays(raw)
+        self.n = self.y.size
+        self._check_estimable()
+        self.stats = GroupStats.from_arrays(self.X, self.Z, self.y, self.codes, self.J)
+
+    @classmethod
+    def from_chunks(cls, formula, chunks):
+        """Build the model from data that arrives in pieces (e.g. a CSV too large for memory).
+
+        The per-group statistics of the rows add up chunk by chunk, so memory is
+        O(chunk + J (p+q)^2), never O(n). The data is read twice: once to learn
+        the group labels and the levels of text columns (they may first appear in
+        any chunk), once to accumulate the statistics. The result has
+        ``y``, ``X``, ``Z`` and ``codes`` set to None; everything that needs only
+        the statistics (every fitting method, summary, predictions for new data)
+        works as usual.
+
+        Parameters
+        ----------
+        formula : str
+        chunks : callable or sequence
+            A function returning a fresh iterator of column mappings each time it
+            is called (such as ``lambda: tl.data.read_csv_chunks(path)``), or a list
+            of column mappings.
+
+        Examples
+        --------
+        >>> import numpy as np, teachlmm as tl
+        >>> data = tl.load_radon()
+        >>> pieces = [{k: v[i:i + 300] for k, v in data.items()} for i in range(0, 919, 300)]
+        >>> chunked = tl.Model.from_chunks("log_radon ~ floor + (1 | county)", pieces)
+        >>> whole = tl.Model("log_radon ~ floor + (1 | county)", data)
+        >>> bool(np.allclose(chunked.stats.ZtZ, whole.stats.ZtZ)), chunked.X is None
+        (True, True)
+        """
+        self = cls.__new__(cls)
+        self._parse(formula)
+        source = chunks if callable(chunks) else (lambda: iter(chunks))
+        self._learn_coding(self._read(c) for c in source())          # pass 1: levels and groups
+        stats = None
+        for chunk in source():                                        # pass 2: statistics
+            y, X, Z, codes = self._arrays(self._read(chunk))
+            part = GroupStats.from_arrays(X, Z, y, codes, self.J)
+            stats = part if stats is None else stats + part
+        if stats is None:
+            raise DataError("the chunks held no rows")
+        self.stats, self.n = stats, int(stats.n.sum())
+        self.y = self.X = self.Z = self.codes = None
+        self._check_estimable()
+        return self
+
+    def _parse(self, formula):
         self.formula = parse_formula(formula)
-        f = self.formula
-        if not f.random:
+        if not self.formula.random:
             raise DesignError("the formula has no random term; add one such as (1 | group). "
                               "For a model without random effects use ordinary least squares.")
-        self.group_name = f.random[0].group
-        raw = {name: get_column(data, name) for name in f.variables}
+        self.group_name = self.formula.random[0].group
+
+    def _read(self, data):
+        """The formula's columns as checked 1-D arrays of one length."""
+        raw = {name: get_column(data, name) for name in self.formula.variables}
         lengths = {name: c.size for name, c in raw.items()}
         if len(set(lengths.values())) > 1:
             raise DataError(f"the columns used have different lengths: {lengths}")
         for name, col in raw.items():
             check_finite(col, name)
-        self._variables = {}
-        for name in f.variables:
-            if name == self.group_name:
-                continue
-            col = raw[name]
-            self._variables[name] = _Variable(name, None if is_numeric(col) else r_levels(col.astype(str)))
-        if self._variables[f.response].levels is not None:
+        return raw
+
+    def _learn_coding(self, raws):
+        """Which columns are numeric, the levels of the text ones, and the group labels (R's order)."""
+        f = self.formula
+        levels, numeric, groups, first = {}, {}, [], None
+        for raw in raws:
+            first = raw if first is None else first
+            for name, col in raw.items():
+                if name == self.group_name:
+                    groups.append(np.unique(col))
+                    continue
+                if numeric.setdefault(name, is_numeric(col)) != is_numeric(col):
+                    raise DataError(f"column {name!r} is numeric in some chunks and text in others")
+                if not is_numeric(col):
+                    levels.setdefault(name, set()).update(np.unique(col.astype(str)).tolist())
+        if first is None:
+            raise DataError("the data holds no rows")
+        if not numeric.get(f.response, True):
             raise DataError(f"the response {f.response!r} must be numeric; it holds text values")
-        self.groups = r_levels(raw[self.group_name])
-        self.y = raw[f.response].astype(float)
-        self.n = self.y.size
-        self.X, self.fixef_names = self._matrix(f.fixed, raw)
-        zparts = [self._matrix(r.terms, raw) for r in f.random]
-        self.Z = np.column_stack([z for z, _ in zparts])
-        self.ranef_names = [name for _, names in zparts for name in names]
-        sizes = np.cumsum([0] + [len(names) for _, names in zparts])
+        self._variables = {name: _Variable(name, None if numeric[name] else r_levels(np.array(sorted(levels[name]))))
+                           for name in f.variables if name != self.group_name}
+        self.groups = r_levels(np.concatenate(groups))
+        head = {name: col[:1] for name, col in first.items()}
+        self.fixef_names = self._matrix(f.fixed, head, 1)[1]
+        zparts = [self._matrix(r.terms, head, 1)[1] for r in f.random]
+        self.ranef_names = [name for names in zparts for name in names]
+        sizes = np.cumsum([0] + [len(names) for names in zparts])
         self.blocks = [np.arange(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        self.codes = self._codes(raw[self.group_name])
-        self.p, self.q, self.J = self.X.shape[1], self.Z.shape[1], self.groups.size
-        self._check_estimable()
-        self.stats = GroupStats.from_arrays(self.X, self.Z, self.y, self.codes, self.J)
+        self.p, self.q, self.J = len(self.fixef_names), len(self.ranef_names), self.groups.size
+
+    def _arrays(self, raw):
+        """y, X, Z and group codes of a mapping of checked columns."""
+        f = self.formula
+        n = raw[f.response].size
+        X = self._matrix(f.fixed, raw, n)[0]
+        Z = np.column_stack([self._matrix(r.terms, raw, n)[0] for r in f.random])
+        return raw[f.response].astype(float), X, Z, self._codes(raw[self.group_name])
 
     # -- building blocks ---------------------------------------------------
     def _matrix(self, terms, raw, n=None):
@@ -291,14 +365,21 @@ class Model:
             self._check_rank()
 
     def _check_rank(self):
-        """Pivoted QR of X: columns beyond the numerical rank are combinations of the others."""
-        scale = np.sqrt((self.X ** 2).sum(axis=0))
+        """Pivoted QR of X (or of X'X when only the statistics are kept): columns beyond the
+        numerical rank are combinations of the others."""
+        XtX = self.stats.XtX.sum(0) if self.X is None else None
+        scale = np.sqrt(np.diag(XtX) if self.X is None else (self.X ** 2).sum(axis=0))
         if np.any(scale == 0):
             bad = [self.fixef_names[k] for k in np.flatnonzero(scale == 0)]
             raise DesignError(f"fixed-effect column(s) {bad} are all zero; remove them from the formula")
-        R, piv = scipy.linalg.qr(self.X / scale, mode="r", pivoting=True)
-        d = np.abs(np.diag(R))
-        rank = int(np.sum(d > d[0] * 1e-9 * max(self.X.shape)))
+        if self.X is None:                     # X'X squares the condition number: square the tolerance
+            R, piv = scipy.linalg.qr(XtX / np.outer(scale, scale), mode="r", pivoting=True)
+            d = np.abs(np.diag(R))
+            rank = int(np.sum(d > d[0] * 1e-14 * self.p))
+        else:
+            R, piv = scipy.linalg.qr(self.X / scale, mode="r", pivoting=True)
+            d = np.abs(np.diag(R))
+            rank = int(np.sum(d > d[0] * 1e-9 * max(self.X.shape)))
         if rank < self.p:
             bad = [self.fixef_names[k] for k in piv[rank:]]
             raise DesignError(f"the fixed-effects design is rank deficient: {bad} can be written as a "

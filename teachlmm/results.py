@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from . import mme
+from .errors import TeachLMMError
 
 __all__ = ["MixedModelResult"]
 
@@ -156,6 +157,9 @@ class MixedModelResult:
     def fitted(self):
         """X beta + Z_j b_j for every row of the fitted data (uses each row's group BLUP)."""
         m = self.model
+        if m.X is None:
+            raise TeachLMMError("this model was built from chunks and keeps no rows; "
+                                "use predict(newdata) on the rows you need")
         return m.X @ self.beta + np.einsum("iq,iq->i", m.Z, self.ranef[m.codes])
 
     def residuals(self):
@@ -187,6 +191,8 @@ class MixedModelResult:
         [0.933, 0.163]
         """
         if newdata is None:
+            if self.model.X is None:
+                raise TeachLMMError("this model was built from chunks and keeps no rows; pass newdata")
             X, Z, codes = self.model.X, self.model.Z, self.model.codes
         else:
             X, Z, codes = self.model.design(newdata)
@@ -239,8 +245,11 @@ class MixedModelResult:
         crit = (f"REML criterion at convergence: {-2 * self.loglik:.2f}" if self.reml else
                 f"     AIC      BIC   logLik deviance\n {self.aic:8.2f} {self.bic:8.2f} {self.loglik:8.2f} "
                 f"{-2 * self.loglik:8.2f}")
-        r = self.residuals() / math.sqrt(self.sigma2)
-        qs = np.quantile(r, [0, 0.25, 0.5, 0.75, 1])
+        if m.X is not None:
+            r = self.residuals() / math.sqrt(self.sigma2)
+            qs = np.quantile(r, [0, 0.25, 0.5, 0.75, 1])
+        else:                                  # built from chunks: no rows kept
+            qs = np.full(5, np.nan)
         out = [f"Linear mixed model fit by {kind} ({self.method})",
                f"Formula: {m.formula.text}", "", crit, f"logLik: {self.loglik:.2f}", "",
                "Scaled residuals:",

@@ -141,3 +141,43 @@ def test_columns_of_different_lengths():
 def test_formula_typo_is_a_formula_error(radon):
     with pytest.raises(tl.FormulaError):
         tl.Model("log_radon ~ floor + (1 | county", radon)
+
+
+def test_model_from_chunks_equals_the_whole(radon, tmp_path):
+    """Chunks (with groups and text levels first met in later chunks) give the same statistics and fit."""
+    from conftest import M4
+    data = dict(radon, where=np.where(radon["floor"] == 1, "first", "basement"))
+    order = np.argsort(-data["county"], kind="stable")            # county 1 and level order arrive late
+    data = {k: v[order] for k, v in data.items()}
+    formula = "log_radon ~ where + log_uranium + where:log_uranium + (1 + where | county)"
+    pieces = [{k: v[i:i + 97] for k, v in data.items()} for i in range(0, 919, 97)]
+    chunked, whole = tl.Model.from_chunks(formula, pieces), tl.Model(formula, data)
+    assert chunked.groups.tolist() == whole.groups.tolist() and chunked.fixef_names == whole.fixef_names
+    for f in ("XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "n"):
+        np.testing.assert_allclose(getattr(chunked.stats, f), getattr(whole.stats, f), rtol=1e-12, atol=1e-9)
+    a, b = tl.em.fit(chunked), tl.em.fit(whole)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
+    np.testing.assert_allclose(a.ranef, b.ranef, atol=1e-8)
+    assert "Number of obs: 919" in a.summary()
+    with pytest.raises(tl.TeachLMMError, match="chunks"):
+        a.residuals()
+    new = {k: data[k][:5] for k in ("where", "log_uranium", "county")}
+    np.testing.assert_allclose(a.predict(new), b.predict(new), atol=1e-8)
+
+
+def test_chunks_from_a_csv_file(radon, tmp_path):
+    from conftest import M3
+    path = tmp_path / "radon.csv"
+    cols = ["log_radon", "floor", "county", "log_uranium"]
+    rows = np.column_stack([radon[c] for c in cols])
+    path.write_text(",".join(cols) + "\n" + "\n".join(",".join(repr(float(v)) for v in r) for r in rows) + "\n")
+    model = tl.Model.from_chunks(M3, lambda: tl.read_csv_chunks(path, rows=100))
+    fit = tl.em.fit(model)
+    assert fit.fixef["floor"] == pytest.approx(tl.em.fit(tl.Model(M3, radon)).fixef["floor"], abs=1e-10)
+
+
+def test_chunks_rank_deficiency_is_caught(radon):
+    data = dict(radon, floor2=2 * radon["floor"])
+    pieces = [{k: v[i:i + 300] for k, v in data.items()} for i in range(0, 919, 300)]
+    with pytest.raises(tl.DesignError, match="rank deficient"):
+        tl.Model.from_chunks("log_radon ~ floor + floor2 + (1 | county)", pieces)
