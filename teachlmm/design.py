@@ -15,6 +15,7 @@ O(J (p+q)^3), whatever the number of rows n. No n x n matrix is ever built.
 """
 import difflib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.linalg
@@ -170,6 +171,23 @@ class GroupStats:
         return cls(n=n, XtX=C[:, P, P], XtZ=C[:, P, Q], ZtZ=C[:, Q, Q],
                    Xty=C[:, P, -1], Zty=C[:, Q, -1], yty=C[:, -1, -1])
 
+    # totals over groups and Z_j'X_j, used in every iteration: computed once
+    @cached_property
+    def XtX_total(self):
+        return self.XtX.sum(0)
+
+    @cached_property
+    def Xty_total(self):
+        return self.Xty.sum(0)
+
+    @cached_property
+    def yty_total(self):
+        return float(self.yty.sum())
+
+    @cached_property
+    def ZtX(self):
+        return np.ascontiguousarray(np.swapaxes(self.XtZ, 1, 2))
+
     def __add__(self, other):
         """Statistics of two chunks of rows of the same groups add up."""
         return GroupStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
@@ -205,6 +223,7 @@ class Model:
     fixef_names, ranef_names : column names of X and Z.  group_name : the grouping variable.
     blocks : list of index arrays into Z's columns; G is block diagonal in them
         (one block for ``(1 + x | g)``, one per term for ``(1 + x || g)``).
+    G_mask : (q, q) array, 1 inside the blocks (where G may be non-zero), 0 elsewhere.
     stats : :class:`GroupStats`, the per-group cross-products.
     n, p, q, J : sizes.
 
@@ -325,6 +344,9 @@ class Model:
         sizes = np.cumsum([0] + [len(names) for names in zparts])
         self.blocks = [np.arange(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
         self.p, self.q, self.J = len(self.fixef_names), len(self.ranef_names), self.groups.size
+        self.G_mask = np.zeros((self.q, self.q))       # 1 where G may be non-zero: within a block
+        for blk in self.blocks:
+            self.G_mask[np.ix_(blk, blk)] = 1.0
 
     def _arrays(self, raw):
         """y, X, Z and group codes of a mapping of checked columns."""

@@ -97,28 +97,20 @@ class State(NamedTuple):
     model: Any
 
 
-def _mask(model):
-    """1 where G may be non-zero (inside a block), 0 between uncorrelated blocks."""
-    mask = np.zeros((model.q, model.q))
-    for blk in model.blocks:
-        mask[np.ix_(blk, blk)] = 1.0
-    return mask
-
-
 def e_step(model, G, sigma2, reml, iteration=0):
     """Conditional moments of the missing data at (G, sigma2): the E-step."""
     s = model.stats
     sol = mme.solve(s, G, sigma2)
     var_b = sol.Minv                                         # Var(b_j | y, beta) / sigma2 = M_j^-1
-    trace = np.einsum("jqr,jrq->", sol.Minv, s.ZtZ)          # sum_j tr(M_j^-1 Z_j'Z_j)
+    trace = np.sum(sol.Minv * s.ZtZ)                         # sum_j tr(M_j^-1 Z_j'Z_j)
     C, A_inv = np.zeros((model.J, model.q, model.p)), np.zeros((model.p, model.p))
     if reml and model.p:
         A_inv = np.linalg.inv(sol.A)
-        C = -sol.Minv @ np.swapaxes(s.XtZ, 1, 2) @ A_inv     # Cov(b_j, beta | y) / sigma2, (J, q, p)
+        C = -sol.Minv @ s.ZtX @ A_inv                        # Cov(b_j, beta | y) / sigma2, (J, q, p)
         var_b = var_b - C @ s.XtZ @ sol.Minv                 # + M^-1 Z'X A^-1 X'Z M^-1
-        trace = (np.einsum("jqr,jrq->", var_b, s.ZtZ)        # tr(Var(b_j) Z_j'Z_j)
-                 + 2 * np.einsum("jqp,jpq->", C, s.XtZ)      # 2 tr(Cov(b_j, beta) X_j'Z_j)
-                 + np.trace(A_inv @ s.XtX.sum(0)))           # tr(Var(beta) X'X)
+        trace = (np.sum(var_b * s.ZtZ)                       # tr(Var(b_j) Z_j'Z_j)
+                 + 2 * np.sum(C * s.ZtX)                     # 2 tr(Cov(b_j, beta) X_j'Z_j)
+                 + np.sum(A_inv * s.XtX_total))              # tr(Var(beta) X'X)
     ll = mme.loglik(s, G, sigma2, reml, sol)
     return State(iteration, np.asarray(G, float), float(sigma2), sol.beta, sol.b, sigma2 * var_b,
                  sigma2 * C, sigma2 * A_inv, ll, sol.rss, float(trace), reml, model)
@@ -128,7 +120,7 @@ def m_step(state):
     """New (G, sigma2) from the E-step moments of ``state``."""
     J, n = state.model.J, state.model.n
     bb = np.einsum("jq,jr->qr", state.b, state.b)
-    G = (bb + state.var_b.sum(0)) / J * _mask(state.model)   # G_new = mean_j E(b_j b_j' | y)
+    G = (bb + state.var_b.sum(0)) / J * state.model.G_mask   # G_new = mean_j E(b_j b_j' | y)
     G = 0.5 * (G + G.T)
     sigma2 = (state.rss + state.sigma2 * state.trace) / n    # sigma2_new = E||e||^2 / n
     return G, sigma2
@@ -166,7 +158,7 @@ def init(model, reml=True, G=None, sigma2=None):
     True
     """
     G0, s0 = start_values(model)
-    G = G0 if G is None else np.atleast_2d(np.asarray(G, dtype=float)) * _mask(model)
+    G = G0 if G is None else np.atleast_2d(np.asarray(G, dtype=float)) * model.G_mask
     sigma2 = s0 if sigma2 is None else float(sigma2)
     if G.shape != (model.q, model.q):
         raise TeachLMMError(f"start G must be {model.q} x {model.q} for this model, got {G.shape}")
@@ -246,7 +238,7 @@ def _squarem(state, F=None):
     alpha = min(-1.0, -np.linalg.norm(r) / np.linalg.norm(v))
     for _ in range(10):                                 # back off toward the plain step if needed
         G, sigma2 = _from_theta(t0 - 2 * alpha * r + alpha ** 2 * v, state.model.q)
-        G = G * _mask(state.model)
+        G = G * state.model.G_mask
         if np.isfinite(sigma2) and sigma2 > 0 and np.all(np.isfinite(G)):
             s_new = e_step(state.model, G, sigma2, state.reml, state.iteration)
             if s_new.loglik >= s2.loglik:
@@ -296,23 +288,23 @@ def step_factor(state):
     T0 = mme.relative_factor(state.G, state.sigma2)
     keep = np.flatnonzero(np.diag(T0) > 0)                  # the r directions with variance
     r, q, p = keep.size, model.q, model.p
-    P = np.linalg.pinv(T0[:, keep])                          # T^+, (r, q)
+    Tk = T0[:, keep]
+    P = np.linalg.solve(Tk.T @ Tk, Tk.T)                    # T^+ = (T'T)^-1 T', (r, q)
     m = state.b @ P.T                                        # E(u_j | y), (J, r)
-    Ebb = np.einsum("jq,jr->jqr", state.b, state.b) + state.var_b
+    Ebb = state.b[:, :, None] * state.b[:, None, :] + state.var_b
     Euu = P @ Ebb @ P.T                                      # E(u_j u_j' | y), (J, r, r)
-    Ebu = (np.einsum("p,jr->jpr", state.beta, m)             # E(beta u_j' | y), (J, p, r)
+    Ebu = (state.beta[None, :, None] * m[:, None, :]         # E(beta u_j' | y), (J, p, r)
            + np.swapaxes(state.cov_b_beta, 1, 2) @ P.T)
-    S2 = (np.einsum("jq,jr->qr", s.Zty, m)                   # sum_j E(Z_j' r_j u_j'), (q, r)
-          - np.einsum("jpq,jpr->qr", s.XtZ, Ebu))
+    S2 = s.Zty.T @ m - (s.ZtX @ Ebu).sum(0)                  # sum_j E(Z_j' r_j u_j'), (q, r)
     S1 = np.einsum("jab,jqs->aqbs", Euu, s.ZtZ).reshape(r * q, r * q)   # sum_j Euu_j (x) Z_j'Z_j
-    allowed = _mask(model)[:, keep].T.ravel() > 0            # vec(T) column by column; blocks stay apart
+    allowed = model.G_mask[:, keep].T.ravel() > 0            # vec(T) column by column; blocks stay apart
     vecT = np.zeros(r * q)
     vecT[allowed] = np.linalg.solve(S1[np.ix_(allowed, allowed)], S2.T.ravel()[allowed])
     T = vecT.reshape(r, q).T                                 # (q, r)
-    Err = (s.yty.sum() - 2 * state.beta @ s.Xty.sum(0)      # E||y - X beta||^2
-           + state.beta @ s.XtX.sum(0) @ state.beta + np.trace(state.var_beta @ s.XtX.sum(0)))
-    e2 = Err - 2 * np.sum(T * S2) + np.einsum("qa,jqs,sb,jba->", T, s.ZtZ, T, Euu)
-    sigma2 = (e2 + np.einsum("jaa->", Euu)) / (model.n + model.J * r)
+    Err = (s.yty_total - 2 * state.beta @ s.Xty_total        # E||y - X beta||^2
+           + state.beta @ s.XtX_total @ state.beta + np.sum(state.var_beta * s.XtX_total))
+    e2 = Err - 2 * np.sum(T * S2) + np.sum((T.T @ s.ZtZ @ T) * Euu)   # E||y - X beta - Z T u||^2
+    sigma2 = (e2 + np.trace(Euu, axis1=1, axis2=2).sum()) / (model.n + model.J * r)
     G = sigma2 * T @ T.T                                    # G = sigma2 T T'
     return e_step(model, 0.5 * (G + G.T), sigma2, state.reml, state.iteration + 1)
 
@@ -392,7 +384,7 @@ METHODS = {
 }
 
 
-def fit(model, reml=True, method="squarem", tol=1e-10, max_iter=10000, G=None, sigma2=None):
+def fit(model, reml=True, method="squarem", tol=1e-8, max_iter=10000, G=None, sigma2=None):
     """Fit the variance components by EM, then everything else at the optimum.
 
     Parameters
