@@ -21,7 +21,7 @@ __all__ = ["MixedModelResult"]
 
 
 def _fmt(x, digits=4):
-    return f"{x:.{digits}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.{digits - 1}e}"
+    return f"{x:#.{digits}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.{digits - 1}e}"
 
 
 def _table(rows, header, align=None):
