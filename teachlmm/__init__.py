@@ -16,7 +16,7 @@ needs matplotlib; imported on first use).
 """
 import importlib
 
-from . import em, mme
+from . import blup, em, mme
 from .data import load_radon, read_csv, read_csv_chunks, simulate
 from .design import Model
 from .errors import BoundaryWarning, ConvergenceWarning, DataError, DesignError, FormulaError, TeachLMMError
@@ -24,7 +24,7 @@ from .results import MixedModelResult
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"blup", "gibbs", "diagnostics", "inference", "plots", "exercises", "formula", "design"}
+_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "plots", "exercises", "formula", "design"}
 
 
 def __getattr__(name):

@@ -430,8 +430,9 @@ class Model:
         X, _ = self._matrix(f.fixed, raw, n)
         Z = np.column_stack([self._matrix(r.terms, raw, n)[0] for r in f.random])
         g = raw[self.group_name]
-        labels = g.astype(self.groups.dtype) if is_numeric(g) == is_numeric(self.groups) else g.astype(str)
-        ref = self.groups if is_numeric(g) == is_numeric(self.groups) else self.groups.astype(str)
+        both_numeric = is_numeric(g) and is_numeric(self.groups)
+        labels = g.astype(float) if both_numeric else g.astype(str)      # not the groups' dtype: 2.5 would
+        ref = self.groups.astype(float) if both_numeric else self.groups.astype(str)   # become 2, text be cut
         pos = np.clip(np.searchsorted(ref, labels), 0, self.J - 1)
         codes = np.where(ref[pos] == labels, pos, -1)
         return X, Z, codes
