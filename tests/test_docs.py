@@ -19,7 +19,8 @@ def test_docstring_examples(name):
 
 def test_public_functions_have_examples():
     """numpydoc docstrings with a runnable Examples section on the public API."""
-    from teachlmm import data, em, formula, mme
+    from teachlmm import blup, data, em, formula, gibbs, mme
     for fn in [data.load_radon, data.simulate, data.read_csv, formula.parse_formula, em.init, em.step,
-               em.steps, em.fit, mme.solve, mme.loglik, teachlmm.Model, teachlmm.MixedModelResult]:
+               em.steps, em.fit, mme.solve, mme.loglik, teachlmm.Model, teachlmm.MixedModelResult,
+               gibbs.init, gibbs.step, gibbs.sample, gibbs.Prior, blup.fit, blup.pooling]:
         assert "Examples" in (fn.__doc__ or ""), fn.__name__

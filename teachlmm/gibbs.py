@@ -1,0 +1,1221 @@
+r"""Gibbs sampler for the hierarchical normal model (the Bayesian linear mixed model).
+
+The model (design.md section 1, reduced form), with conjugate priors::
+
+    y_j   = X_j beta + Z_j b_j + eps_j,   eps_j ~ N(0, sigma2 I),   b_j ~ N(0, G)
+    beta  ~ N(0, tau2 I)          (tau2 = inf: flat)
+    G     ~ InvWishart(nu0, S0)   (density ~ |G|^-(nu0+q+1)/2 exp(-tr(S0 G^-1)/2))
+    sigma2 ~ InvGamma(a0, b0)     (or sigma ~ Uniform(0, sigma_max))
+
+A *sweep* draws every unknown once from its distribution given all the others
+(the "full conditionals"); repeated sweeps are a Markov chain whose draws
+settle into the posterior. One sweep (:func:`step`) has three blocks:
+
+1. **(beta, b) jointly** given (G, sigma2). Integrate b out, then put it back::
+
+       beta | G, sigma2, y       ~ N(beta_hat, sigma2 A^-1)
+       b_j  | beta, G, sigma2, y ~ N(M_j^-1 Z_j'(y_j - X_j beta), sigma2 M_j^-1)
+
+   with M_j = Z_j'Z_j + sigma2 G^-1, A = X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j
+   + (sigma2 / tau2) I and beta_hat = A^-1 (X'y - sum_j X_j'Z_j M_j^-1 Z_j'y_j)
+   (the mixed-model equations of :mod:`teachlmm.mme`, plus the prior).
+   Drawing beta and b together is what makes the chain mix: drawn one given
+   the other, the intercept and the group effects would trade places slowly.
+2. **G** given b: ``G | b ~ InvWishart(nu0 + J, S0 + sum_j b_j b_j')``, drawn
+   by the Bartlett decomposition (:func:`inv_wishart`).
+3. **sigma2** given (beta, b): ``InvGamma(a0 + n/2, b0 + SSR/2)``,
+   SSR = ||y - X beta - Z b||^2.
+
+Every block uses the data only through the per-group cross-products
+(``model.stats``), so a sweep costs O(J (p+q)^3) whatever the number of rows
+n, and all groups are handled by one batched numpy call. The singular-safe
+form of :mod:`teachlmm.mme` is used throughout: with G = sigma2 T T',
+M_j^-1 = T (T'Z_j'Z_j T + I)^-1 T' needs no G^-1.
+
+**Chains.** :func:`sample` runs several chains *together*: every array of the
+state carries the chains on axis 0, so a sweep of four chains is the same
+handful of numpy calls as a sweep of one. Each chain draws its random numbers
+from its own ``numpy.random.Generator``, spawned from one
+``numpy.random.SeedSequence(seed)``; chain k of a run is therefore the same
+whatever the number of chains, and equals the chain you get by stepping
+``init(model, seed=seed)`` yourself (k = 0).
+
+**Uncorrelated blocks.** For ``(1 + x || g)`` G is block diagonal
+(``model.blocks``). Each block gets its own inverse-Wishart: the marginal of
+the full prior on that block, ``InvWishart(nu0 - q + q_b, S0[block, block])``
+(q_b the block size; off-block entries of S0 are not used), and its own
+conditional ``InvWishart(nu0 - q + q_b + J, S0_bb + sum_j b_jb b_jb')``.
+
+**Noise first.** A sweep first draws its standard random numbers
+(:func:`draw_noise`: normals, chi-squares, a gamma); each block is then a
+deterministic function of them (``beta = beta_hat + sqrt(sigma2) R^-T z``).
+:func:`sample` runs the very same sweep with the per-group 2 x 2 algebra
+written out entry by entry (:class:`FastSweep`, for q <= 2), which is several
+times faster in numpy and gives the same draws as :func:`step`, to rounding.
+
+Step through it::
+
+    state = init(model, seed=1)       # state.G, state.sigma2, state.beta, state.b
+    state = step(state)               # state.cond: the conditional moments used
+    post = sample(model, draws=2000, warmup=500, chains=4, seed=1)
+    print(post.summary())
+"""
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+import scipy.special
+
+from . import diagnostics
+from .errors import ConvergenceWarning, TeachLMMError
+
+__all__ = ["Prior", "default_prior", "Noise", "draw_noise", "relative_factor", "coefficient_block",
+           "draw_coefficients", "bartlett_inv_wishart", "inv_wishart", "draw_G", "residual_sum_of_squares",
+           "draw_sigma2", "Conditionals", "State", "init", "step", "FastSweep", "sample", "Posterior"]
+
+
+# ----------------------------------------------------------------------------
+# the prior
+# ----------------------------------------------------------------------------
+
+def _positive_number(value, name):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TeachLMMError(f"{name} must be a number, got {value!r}") from None
+    if not (value > 0) or math.isinf(value):
+        raise TeachLMMError(f"{name} must be a positive, finite number, got {value}")
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Prior:
+    """The conjugate prior of the Gibbs sampler; unnamed hyperparameters take the defaults.
+
+    ::
+
+        beta   ~ N(0, tau2 I)             tau2 scalar or one per fixed effect; inf = flat
+        G      ~ InvWishart(nu0, S0)      G | b ~ InvWishart(nu0 + J, S0 + sum_j b_j b_j')
+        sigma2 ~ InvGamma(a0, b0)         sigma2 | . ~ InvGamma(a0 + n/2, b0 + SSR/2)
+        or, with sigma_max:  sigma ~ Uniform(0, sigma_max)   (JAGS/BUGS's favourite)
+
+    Defaults (:func:`default_prior`; weakly informative and on the data's scale,
+    with v = var(y) and m_k = mean(z_k^2) the mean square of random column k):
+
+    * ``tau2 = inf``: a flat prior on beta. The posterior is proper because X
+      has full rank (``Model`` checks it), and beta given (G, sigma2) is then
+      exactly the GLS estimate with its covariance sigma2 A^-1 -- REML's view
+      of beta. A large finite tau2 would add an arbitrary, unit-dependent scale.
+    * ``nu0 = q + 1``: the smallest integer degrees of freedom giving each
+      correlation a uniform prior on (-1, 1).
+    * ``S0 = diag(v / (10 m_k))``: random term k then contributes a variance
+      G_kk m_k to y whose prior median is about 7 % of var(y), with a heavy
+      right tail (G_kk ~ InvGamma(1, S0_kk / 2)); scaling by m_k makes the
+      prior follow a change of units of z_k.
+    * ``a0 = 1/2, b0 = v / 2``: a scaled inverse chi-square with one degree of
+      freedom at var(y): the weight of a single observation whose squared
+      residual is var(y).
+
+    Parameters
+    ----------
+    nu0 : float, optional  (> q - 1, checked against the model)
+    S0 : (q, q) array_like, optional  (symmetric positive definite)
+    a0, b0 : float, optional  (> 0)
+    tau2 : float or (p,) array_like, optional  (> 0; ``np.inf`` for flat)
+    sigma_max : float, optional
+        Use ``sigma ~ Uniform(0, sigma_max)`` instead of the inverse gamma on
+        sigma2 (then a0, b0 must not be given). Its conditional is
+        ``sigma2 ~ InvGamma((n - 1)/2, SSR/2)`` truncated to sigma < sigma_max,
+        drawn exactly (see :func:`draw_sigma2`).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
+    >>> prior = Prior(nu0=3, S0=np.eye(2)).resolve(model)
+    >>> prior.nu0, prior.a0, prior.tau2
+    (3.0, 0.5, inf)
+    >>> print(Prior(nu0=3, S0=np.eye(2), tau2=1e4, sigma_max=100).resolve(model).describe())
+    beta ~ N(0, 1e+04 I); G ~ InvWishart(nu0 = 3, S0 = [[1, 0], [0, 1]]); sigma ~ Uniform(0, 100)
+    """
+
+    nu0: Optional[float] = None
+    S0: Any = None
+    a0: Optional[float] = None
+    b0: Optional[float] = None
+    tau2: Any = None
+    sigma_max: Optional[float] = None
+
+    def __post_init__(self):
+        """Check every hyperparameter that was given (those that need the model: in resolve)."""
+        put = lambda name, value: object.__setattr__(self, name, value)   # noqa: E731 (frozen)
+        if self.nu0 is not None:
+            try:
+                put("nu0", float(self.nu0))
+            except (TypeError, ValueError):
+                raise TeachLMMError(f"prior nu0 must be a number, got {self.nu0!r}") from None
+            if not math.isfinite(self.nu0):
+                raise TeachLMMError(f"prior nu0 must be finite, got {self.nu0}")
+        if self.S0 is not None:
+            S0 = np.atleast_2d(np.asarray(self.S0, dtype=float))
+            if S0.ndim != 2 or S0.shape[0] != S0.shape[1]:
+                raise TeachLMMError(f"prior S0 must be a square q x q matrix, got shape {S0.shape}")
+            if not np.all(np.isfinite(S0)) or not np.allclose(S0, S0.T):
+                raise TeachLMMError("prior S0 must be a finite symmetric matrix")
+            if np.linalg.eigvalsh(S0).min() <= 0:
+                raise TeachLMMError("prior S0 must be positive definite (an inverse-Wishart scale "
+                                    "matrix); e.g. a positive multiple of the identity")
+            put("S0", S0)
+        for name in ("a0", "b0"):
+            if getattr(self, name) is not None:
+                put(name, _positive_number(getattr(self, name), f"prior {name}"))
+        if self.sigma_max is not None:
+            put("sigma_max", _positive_number(self.sigma_max, "prior sigma_max"))
+            if self.a0 is not None or self.b0 is not None:
+                raise TeachLMMError("give either a0, b0 (sigma2 ~ InvGamma(a0, b0)) or sigma_max "
+                                    "(sigma ~ Uniform(0, sigma_max)), not both")
+        if self.tau2 is not None:
+            tau2 = np.asarray(self.tau2, dtype=float)
+            if tau2.ndim > 1 or np.any(np.isnan(tau2)) or np.any(tau2 <= 0):
+                raise TeachLMMError(f"prior tau2 must be a positive number (or one per fixed effect; "
+                                    f"np.inf for a flat prior), got {self.tau2!r}")
+            put("tau2", float(tau2) if tau2.ndim == 0 else tau2)
+
+    def resolve(self, model):
+        """This prior with every default filled in for ``model``, checked against its sizes.
+
+        Raises
+        ------
+        TeachLMMError
+            nu0 <= q - 1 (improper), S0 not q x q, tau2 not a scalar or of length p.
+        """
+        base = default_prior(model)
+        if self.sigma_max is not None:
+            values = {f.name: getattr(self, f.name) for f in fields(self)}
+            values["a0"] = values["b0"] = None
+        else:
+            values = {f.name: (getattr(base, f.name) if getattr(self, f.name) is None
+                               else getattr(self, f.name)) for f in fields(self)}
+        for name in ("nu0", "S0", "tau2"):
+            if values[name] is None:
+                values[name] = getattr(base, name)
+        q, p = model.q, model.p
+        if values["nu0"] <= q - 1:
+            raise TeachLMMError(f"prior nu0 = {values['nu0']:g} is improper for q = {q} random effects: "
+                                f"an inverse-Wishart needs nu0 > q - 1 = {q - 1}; the default is q + 1 = {q + 1}")
+        if values["S0"].shape != (q, q):
+            raise TeachLMMError(f"prior S0 has shape {values['S0'].shape} but the model has q = {q} random "
+                                f"effects ({', '.join(model.ranef_names)}): give a {q} x {q} matrix")
+        tau2 = np.asarray(values["tau2"])
+        if tau2.ndim == 1 and tau2.shape != (p,):
+            raise TeachLMMError(f"prior tau2 has {tau2.size} entries but the model has p = {p} fixed "
+                                f"effects ({', '.join(model.fixef_names)}): give one number or {p}")
+        return Prior(**values)
+
+    @property
+    def is_resolved(self):
+        return self.nu0 is not None and self.S0 is not None and self.tau2 is not None and (
+            self.sigma_max is not None or (self.a0 is not None and self.b0 is not None))
+
+    def describe(self):
+        """One line naming the prior (the summary's header uses it)."""
+        def num(x):
+            return f"{x:.4g}"
+        tau2 = np.asarray(self.tau2, dtype=float)
+        if tau2.ndim == 0:
+            beta = "beta flat" if np.isinf(tau2) else f"beta ~ N(0, {num(tau2)} I)"
+        else:
+            beta = f"beta ~ N(0, diag({', '.join('inf' if np.isinf(t) else num(t) for t in tau2)}))"
+        S0 = "[" + ", ".join("[" + ", ".join(num(v) for v in row) + "]" for row in self.S0) + "]"
+        G = f"G ~ InvWishart(nu0 = {num(self.nu0)}, S0 = {S0})"
+        sig = (f"sigma ~ Uniform(0, {num(self.sigma_max)})" if self.sigma_max is not None else
+               f"sigma2 ~ InvGamma(a0 = {num(self.a0)}, b0 = {num(self.b0)})")
+        return f"{beta}; {G}; {sig}"
+
+    def __repr__(self):
+        if self.is_resolved:
+            return f"Prior({self.describe()})"
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return "Prior(" + ", ".join(f"{k}={np.asarray(v).tolist()!r}" for k, v in given.items()) + ")"
+
+
+def default_prior(model):
+    """The default :class:`Prior` for ``model`` (see :class:`Prior` for the reasons).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> print(default_prior(model).describe())
+    beta flat; G ~ InvWishart(nu0 = 2, S0 = [[0.07282]]); sigma2 ~ InvGamma(a0 = 0.5, b0 = 0.3641)
+    """
+    v = float(np.var(model.y, ddof=1))
+    m = np.diag(model.stats.ZtZ.sum(0)) / model.n                   # mean square of each z_k
+    S0 = np.diag(v / (10 * np.where(m > 0, m, 1.0)))
+    return Prior(nu0=model.q + 1, S0=S0, a0=0.5, b0=v / 2, tau2=np.inf)
+
+
+# ----------------------------------------------------------------------------
+# random numbers: one generator per chain, drawn first, then transformed
+# ----------------------------------------------------------------------------
+
+class ChainStreams(NamedTuple):
+    """The random streams of one chain: normals, gammas and uniforms, each its own Generator.
+
+    Three streams, not one, so that :func:`sample` can draw the noise of many
+    sweeps with one call per stream and still get exactly the numbers that
+    :func:`step` draws one sweep at a time (a stream cut into consecutive
+    pieces gives the same numbers as drawn at once).
+    """
+
+    normal: np.random.Generator
+    gamma: np.random.Generator
+    uniform: np.random.Generator
+
+
+def _chain_generators(seed, chains):
+    """Streams for ``chains`` chains: chain k's from the k-th child of ``SeedSequence(seed)``."""
+    if isinstance(seed, np.random.Generator):
+        raise TeachLMMError("seed must be an int or a numpy SeedSequence (not a Generator): "
+                            "each chain gets its own generators spawned from it")
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return tuple(ChainStreams(*(np.random.default_rng(s) for s in child.spawn(3))) for child in ss.spawn(chains))
+
+
+class Noise(NamedTuple):
+    """The standard random numbers one sweep needs (chains first, if any).
+
+    Every block of the sweep is a deterministic function of its noise, so
+    the readable :func:`step` and the fast loop of :func:`sample` turn the
+    same numbers into the same draws.
+
+    Attributes
+    ----------
+    z : (..., p + J q) N(0, 1) for (beta, b): beta's p, then group j's q at p + j q.
+    bartlett_z : (..., m) N(0, 1) below the Bartlett diagonals (block by block, row by row).
+    chi2 : (..., q) the Bartlett diagonals squared: chi2(df_B - k), k = 0..q_B-1, block by block.
+    sigma : (...) Gamma(shape, 1), shape = a0 + n/2 (or (n - 1)/2 for the uniform prior on sigma).
+    uniform : (...) Uniform(0, 1], for the uniform prior on sigma (see :func:`draw_sigma2`); else None.
+    """
+
+    z: np.ndarray
+    bartlett_z: np.ndarray
+    chi2: np.ndarray
+    sigma: np.ndarray
+    uniform: Any
+
+
+def _noise_layout(model, prior):
+    """How many normals and which gamma shapes a sweep draws (fixed for a model and prior)."""
+    J, p, q = model.J, model.p, model.q
+    n_bartlett = sum(len(B) * (len(B) - 1) // 2 for B in model.blocks)
+    dfs = [prior.nu0 - q + len(B) + J for B in model.blocks]
+    shapes = [(df - k) / 2.0 for df, B in zip(dfs, model.blocks) for k in range(len(B))]
+    shapes.append(sigma2_conditional(0.0, model.n, prior)[0])
+    return p + J * q, n_bartlett, shapes
+
+
+def draw_noise(rng, model, prior, sweeps=None):
+    """The noise of one sweep, or of ``sweeps`` consecutive sweeps (then a sweep axis after the chains).
+
+    Each chain draws from its own streams: its normals, then its gammas (the
+    Bartlett diagonals' shapes, then sigma2's), then, for the uniform prior on
+    sigma, a uniform. Many sweeps at once give the same numbers as one at a time.
+
+    Parameters
+    ----------
+    rng : ChainStreams (one chain) or a tuple of them (chains stacked on axis 0).
+    sweeps : int, optional.
+    """
+    n_z, n_bz, shapes = _noise_layout(model, prior)
+    one_chain = isinstance(rng, ChainStreams)
+    chains = (rng,) if one_chain else rng
+    S = 1 if sweeps is None else sweeps
+    normals = np.empty((len(chains), S, n_z + n_bz))
+    gammas = np.empty((len(chains), S, len(shapes)))
+    uniform = None if prior.sigma_max is None else np.empty((len(chains), S))
+    all_shapes = np.tile(shapes, S)
+    for c, streams in enumerate(chains):        # a loop over chains (a handful), not groups
+        streams.normal.standard_normal(out=normals[c])
+        gammas[c] = streams.gamma.standard_gamma(all_shapes).reshape(S, len(shapes))
+        if uniform is not None:
+            uniform[c] = 1.0 - streams.uniform.random(S)      # in (0, 1]
+    q = model.q
+    noise = Noise(normals[..., :n_z], normals[..., n_z:], 2.0 * gammas[..., :q], gammas[..., q], uniform)
+    if sweeps is None:
+        noise = Noise(*(None if a is None else a[:, 0] for a in noise))
+    return Noise(*(None if a is None else a[0] for a in noise)) if one_chain else noise
+
+
+def _noise_per_sweep(rng, model, prior, total):
+    """Yield the noise of ``total`` sweeps one at a time, drawn in blocks (a few MB at most)."""
+    n_z, n_bz, shapes = _noise_layout(model, prior)
+    block = int(max(1, min(256, 2_000_000 // (len(rng) * (n_z + n_bz + len(shapes) + 1)))))
+    done = 0
+    while done < total:
+        noise = draw_noise(rng, model, prior, sweeps=min(block, total - done))
+        for i in range(noise.z.shape[1]):
+            yield Noise(noise.z[:, i], noise.bartlett_z[:, i], noise.chi2[:, i], noise.sigma[:, i],
+                        None if noise.uniform is None else noise.uniform[:, i])
+        done += noise.z.shape[1]
+
+
+# ----------------------------------------------------------------------------
+# small dense algebra, batched over any leading axes (chains, groups)
+# ----------------------------------------------------------------------------
+
+def _t(a):
+    """Transpose of the last two axes (a stack of matrices)."""
+    return a.swapaxes(-1, -2)
+
+
+def relative_factor(G, sigma2):
+    """Lower-triangular T with T T' = G / sigma2, for a stack of (possibly singular) G.
+
+    :func:`teachlmm.mme.relative_factor` for every chain at once: a Cholesky
+    factorisation whose column k is set to zero when its pivot (the variance
+    left in direction k) is 0.
+
+    Parameters
+    ----------
+    G : (..., q, q) array.   sigma2 : (...) array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> T = relative_factor(np.array([[[4.0, 2.0], [2.0, 1.0]]]), np.array([1.0]))   # singular G
+    >>> T[0]
+    array([[2., 0.],
+           [1., 0.]])
+    """
+    S = G / np.asarray(sigma2)[..., None, None]
+    q = S.shape[-1]
+    T = np.zeros_like(S)
+    for k in range(q):                           # a loop over q columns, never over groups
+        d = S[..., k, k] - np.einsum("...i,...i->...", T[..., k, :k], T[..., k, :k])
+        ok = d > 1e-14 * np.maximum(1.0, np.abs(S[..., k, k]))
+        root = np.sqrt(np.where(ok, d, 1.0))
+        below = S[..., k + 1:, k] - np.einsum("...ij,...j->...i", T[..., k + 1:, :k], T[..., k, :k])
+        T[..., k, k] = np.where(ok, root, 0.0)
+        T[..., k + 1:, k] = np.where(ok[..., None], below / root[..., None], 0.0)
+    return T
+
+
+def _cholesky(M):
+    """Lower-triangular L with L L' = M, for a stack of positive definite matrices.
+
+    q = 1 and 2 in closed form (for tiny matrices a LAPACK call per matrix
+    costs more than the arithmetic), larger q by numpy::
+
+        l11 = sqrt(m11),   l21 = m21 / l11,   l22 = sqrt(m22 - l21^2)
+    """
+    q = M.shape[-1]
+    if q == 1:
+        return np.sqrt(M)
+    if q == 2:
+        L = np.zeros(M.shape)
+        L[..., 0, 0] = np.sqrt(M[..., 0, 0])
+        L[..., 1, 0] = M[..., 1, 0] / L[..., 0, 0]
+        L[..., 1, 1] = np.sqrt(M[..., 1, 1] - L[..., 1, 0] ** 2)
+        return L
+    return np.linalg.cholesky(M)
+
+
+def _lower_inverse(L):
+    """Inverse of a stack of lower-triangular matrices (closed form for q <= 2)::
+
+        [[l11, 0], [l21, l22]]^-1 = [[1/l11, 0], [-l21 / (l11 l22), 1/l22]]
+    """
+    q = L.shape[-1]
+    if q == 1:
+        return 1.0 / L
+    if q == 2:
+        W = np.zeros(L.shape)
+        W[..., 0, 0] = 1.0 / L[..., 0, 0]
+        W[..., 1, 1] = 1.0 / L[..., 1, 1]
+        W[..., 1, 0] = -L[..., 1, 0] * W[..., 0, 0] * W[..., 1, 1]
+        return W
+    return np.linalg.inv(L)
+
+
+def _cholesky_inverse(M):
+    """W = L^-1 for the Cholesky factor L of each M in a stack, so that M^-1 = W'W."""
+    return _lower_inverse(_cholesky(M))
+
+
+# ----------------------------------------------------------------------------
+# the three blocks of a sweep
+# ----------------------------------------------------------------------------
+
+class Totals(NamedTuple):
+    """Sums over groups of the per-group statistics (computed once per model)."""
+
+    XtX: np.ndarray
+    Xty: np.ndarray
+    yty: float
+    n: float
+
+
+def _totals(stats):
+    return Totals(stats.XtX.sum(0), stats.Xty.sum(0), float(stats.yty.sum()), float(stats.n.sum()))
+
+
+class CoefficientBlock(NamedTuple):
+    """The conditional law of (beta, b) given (G, sigma2), in factored form (see coefficient_block)."""
+
+    beta_mean: np.ndarray      # (..., p) beta_hat
+    A_inv: np.ndarray          # (..., p, p) A^-1 (Var(beta | G, sigma2, y) = sigma2 A^-1)
+    Rinv: np.ndarray           # (..., p, p) R^-1, A = R R'
+    Minv: np.ndarray           # (..., J, q, q) M_j^-1 (Var(b_j | beta, ...) = sigma2 M_j^-1)
+    K: np.ndarray              # (..., J, q, q) M_j^-1 = K_j K_j'
+
+
+def coefficient_block(stats, totals, G, sigma2, tau2):
+    """The conditional law of (beta, b) given (G, sigma2): the mixed-model equations plus the prior.
+
+    With G = sigma2 T T' and M~_j = T'Z_j'Z_j T + I = L_j L_j' (Cholesky)::
+
+        M_j^-1   = T M~_j^-1 T' = K_j K_j',   K_j = T L_j^-T
+        A        = X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j + (sigma2 / tau2) I  = R R'
+        beta_hat = A^-1 (X'y - sum_j X_j'Z_j M_j^-1 Z_j'y_j)
+
+    Parameters
+    ----------
+    stats : GroupStats.  totals : Totals.  G : (..., q, q).  sigma2 : (...).
+    tau2 : float or (p,): prior variances of beta (inf: flat).
+
+    Returns
+    -------
+    CoefficientBlock
+    """
+    sigma2 = np.asarray(sigma2)
+    p, q = stats.XtZ.shape[1:]
+    T = relative_factor(G, sigma2)[..., None, :, :]                 # (..., 1, q, q): same T for all j
+    Mt = _t(T) @ stats.ZtZ @ T + np.eye(q)                          # M~_j
+    K = T @ _t(_cholesky_inverse(Mt))                               # K_j = T L_j^-T
+    Minv = K @ _t(K)                                                # M_j^-1
+    XtZ_Minv = stats.XtZ @ Minv                                     # X_j'Z_j M_j^-1
+    prior_precision = sigma2[..., None, None] * np.diag(1.0 / np.broadcast_to(tau2, (p,)))
+    A = totals.XtX - np.einsum("...jpq,jrq->...pr", XtZ_Minv, stats.XtZ) + prior_precision
+    c = totals.Xty - np.einsum("...jpq,jq->...p", XtZ_Minv, stats.Zty)
+    Rinv = _cholesky_inverse(A)
+    A_inv = _t(Rinv) @ Rinv                                         # A^-1 = R^-T R^-1
+    beta_mean = np.einsum("...pr,...r->...p", A_inv, c)
+    return CoefficientBlock(beta_mean, A_inv, Rinv, Minv, K)
+
+
+def b_mean(stats, Minv, beta):
+    """E(b_j | beta, G, sigma2, y) = M_j^-1 Z_j'(y_j - X_j beta) for every group (and chain)."""
+    Ztr = stats.Zty - np.einsum("jpq,...p->...jq", stats.XtZ, beta)   # Z_j'(y_j - X_j beta)
+    return np.einsum("...jqr,...jr->...jq", Minv, Ztr)
+
+
+def draw_coefficients(stats, totals, G, sigma2, tau2, z):
+    """Draw (beta, b) jointly from their conditional given (G, sigma2), all groups at once.
+
+    First beta with b integrated out, then every b_j given that beta::
+
+        beta = beta_hat + sqrt(sigma2) R^-T z_beta,                  z_beta ~ N(0, I_p)
+        b_j  = M_j^-1 Z_j'(y_j - X_j beta) + sqrt(sigma2) K_j z_j,   z_j ~ N(0, I_q)
+
+    (R^-T z_beta has covariance (R R')^-1 = A^-1, and K_j z_j has K_j K_j' = M_j^-1;
+    see :func:`coefficient_block` for A, R, K_j.)
+
+    Parameters
+    ----------
+    stats, totals, G, sigma2, tau2 : as in :func:`coefficient_block`.
+    z : (..., p + J q) standard normals (``Noise.z``).
+
+    Returns
+    -------
+    beta (..., p), b (..., J, q), the CoefficientBlock, and b's conditional mean.
+    """
+    J, p, q = stats.XtZ.shape
+    block = coefficient_block(stats, totals, G, sigma2, tau2)
+    root_s2 = np.sqrt(sigma2)
+    z_beta, z_b = z[..., :p], z[..., p:].reshape(z.shape[:-1] + (J, q))
+    beta = block.beta_mean + root_s2[..., None] * np.einsum("...rp,...r->...p", block.Rinv, z_beta)
+    mean_b = b_mean(stats, block.Minv, beta)
+    b = mean_b + root_s2[..., None, None] * np.einsum("...jqr,...jr->...jq", block.K, z_b)
+    return beta, b, block, mean_b
+
+
+def bartlett_inv_wishart(S, chi2, z):
+    """G ~ InvWishart(nu, S) from Bartlett noise: chi2[k] ~ chi2(nu - k), z ~ N(0, 1).
+
+    Bartlett: A lower triangular with A_kk = sqrt(chi2[k]) and the entries below
+    the diagonal z (row by row) has A A' ~ Wishart(nu, I). Write S = C C'
+    (Cholesky). Then C^-T A A' C^-1 ~ Wishart(nu, S^-1), and its inverse
+
+        G = C A^-T A^-1 C' = F F',   F = C A^-T,
+
+    is InvWishart(nu, S), mean S / (nu - q - 1). Only the triangular A is
+    inverted, never G.
+    """
+    q = S.shape[-1]
+    A = np.zeros(chi2.shape[:-1] + (q, q))
+    below = 0
+    for k in range(q):                                              # q is small: 1, 2, 3
+        A[..., k, k] = np.sqrt(chi2[..., k])
+        for m in range(k):
+            A[..., k, m] = z[..., below]
+            below += 1
+    F = _cholesky(S) @ _t(_lower_inverse(A))                        # F = C A^-T
+    return F @ _t(F)
+
+
+def inv_wishart(nu, S, rng):
+    """One draw of G ~ InvWishart(nu, S), by the Bartlett decomposition (:func:`bartlett_inv_wishart`).
+
+    Parameters
+    ----------
+    nu : float > q - 1.   S : (q, q) positive definite.   rng : numpy Generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> draws = np.array([inv_wishart(10.0, np.eye(2), rng) for _ in range(4000)])
+    >>> np.round(np.diag(draws.mean(0)), 2)            # S / (nu - q - 1) = I / 7
+    array([0.14, 0.14])
+    """
+    S = np.asarray(S, dtype=float)
+    q = S.shape[-1]
+    if not nu > q - 1:
+        raise TeachLMMError(f"an inverse-Wishart needs nu > q - 1 = {q - 1}, got {nu}")
+    chi2 = 2.0 * rng.standard_gamma((nu - np.arange(q)) / 2.0)
+    return bartlett_inv_wishart(S, chi2, rng.standard_normal(q * (q - 1) // 2))
+
+
+def draw_G(b, blocks, prior, chi2, z):
+    """Draw G from its conditional given the random effects b, block by block.
+
+    One block (``(1 + x | g)``)::
+
+        G | b ~ InvWishart(nu0 + J, S0 + sum_j b_j b_j')
+
+    Uncorrelated blocks (``||``): block B, of size q_B, gets
+    InvWishart(nu0 - q + q_B + J, S0[B, B] + sum_j b_jB b_jB'); G is 0 between blocks.
+
+    Parameters
+    ----------
+    b : (..., J, q).  blocks : model.blocks.  prior : resolved Prior.
+    chi2, z : ``Noise.chi2`` and ``Noise.bartlett_z`` (drawn for these degrees of freedom).
+
+    Returns
+    -------
+    G (..., q, q); the degrees of freedom (a float for one block, else a tuple,
+    one per block); the scale matrices S0 + sum_j b_j b_j' (block diagonal).
+    """
+    J, q = b.shape[-2], b.shape[-1]
+    if len(blocks) == 1:                            # (1 + x | g): one inverse-Wishart for all of G
+        scale = prior.S0 + _t(b) @ b                # S0 + sum_j b_j b_j' (b_j: the rows of b)
+        df = float(prior.nu0 + J)
+        return bartlett_inv_wishart(scale, chi2, z), df, scale
+    scale = np.zeros(b.shape[:-2] + (q, q))
+    G = np.zeros_like(scale)
+    dfs, used_chi2, used_z = [], 0, 0
+    for block in blocks:                            # one inverse-Wishart per block; never a loop over groups
+        qb, bb = len(block), b[..., block]
+        ix = (Ellipsis,) + np.ix_(block, block)
+        scale[ix] = prior.S0[ix[1:]] + _t(bb) @ bb
+        dfs.append(float(prior.nu0 - q + qb + J))
+        m = qb * (qb - 1) // 2
+        G[ix] = bartlett_inv_wishart(scale[ix], chi2[..., used_chi2:used_chi2 + qb], z[..., used_z:used_z + m])
+        used_chi2, used_z = used_chi2 + qb, used_z + m
+    return G, tuple(dfs), scale
+
+
+def residual_sum_of_squares(stats, totals, beta, b):
+    """SSR = ||y - X beta - Z b||^2 from the per-group statistics (no length-n vector).
+
+    With r = y - X beta:  r'r = y'y - 2 beta'X'y + beta'X'X beta, and per group
+    ||r_j - Z_j b_j||^2 = r_j'r_j - 2 b_j'Z_j'r_j + b_j'Z_j'Z_j b_j.
+    """
+    rtr = (totals.yty - 2 * np.einsum("...p,p->...", beta, totals.Xty)
+           + np.einsum("...p,pr,...r->...", beta, totals.XtX, beta))
+    Ztr = stats.Zty - np.einsum("jpq,...p->...jq", stats.XtZ, beta)
+    return (rtr - 2 * np.einsum("...jq,...jq->...", b, Ztr)
+            + np.einsum("...jq,jqr,...jr->...", b, stats.ZtZ, b))
+
+
+def sigma2_conditional(ssr, n, prior):
+    """Shape and rate of sigma2's inverse-gamma conditional (truncated at sigma_max^2 if set).
+
+    Inverse-gamma prior:    shape = a0 + n/2,     rate = b0 + SSR/2.
+    Uniform(0, sigma_max) prior on sigma: p(sigma2 | .) is proportional to
+    sigma2^-n/2 exp(-SSR / (2 sigma2)) times the Jacobian d sigma / d sigma2,
+    sigma2^-1/2, on sigma2 < sigma_max^2: shape = (n - 1)/2, rate = SSR/2, truncated.
+    """
+    if prior.sigma_max is None:
+        return prior.a0 + n / 2.0, prior.b0 + ssr / 2.0
+    return (n - 1) / 2.0, ssr / 2.0
+
+
+def draw_sigma2(ssr, n, prior, gamma, uniform=None):
+    """Draw sigma2 from its conditional InvGamma(shape, rate) given (beta, b).
+
+    Inverse-gamma prior: with ``gamma ~ Gamma(shape, 1)``, sigma2 = rate / gamma.
+
+    Uniform prior on sigma (``prior.sigma_max``): the precision x = 1/sigma2 is
+    Gamma(shape, rate) truncated to x > x0 = 1/sigma_max^2. First try
+    x = gamma / rate: if it is above x0, keep it (the first try of rejection
+    sampling). If not, draw exactly from the truncated law by inverting its
+    CDF: with Q the regularised upper incomplete gamma function (the survival
+    function) and ``uniform ~ U(0, 1]``, x = Q^-1(uniform Q(rate x0)) / rate.
+    Kept tries have density f(x) on x > x0; replacements add
+    P(x <= x0) f(x) / Q(rate x0); together f(x) / Q(rate x0), the truncated law.
+
+    Returns sigma2 (...), shape, rate.
+    """
+    shape, rate = sigma2_conditional(ssr, n, prior)
+    x = gamma / rate
+    if prior.sigma_max is not None:
+        x0 = 1.0 / prior.sigma_max ** 2
+        low = x <= x0
+        if low.any():                    # rare: only when sigma_max binds
+            tail = scipy.special.gammaincc(shape, rate * x0)                    # Q(shape, rate x0)
+            exact = np.where(tail > 0, scipy.special.gammainccinv(shape, uniform * tail) / rate, x0)
+            x = np.where(low, exact, x)
+    return 1.0 / x, shape, rate
+
+
+# ----------------------------------------------------------------------------
+# state, init, step
+# ----------------------------------------------------------------------------
+
+class Conditionals(NamedTuple):
+    """The full conditional distributions used in one sweep (chains first, if any).
+
+    Attributes
+    ----------
+    beta_mean : (p,) beta_hat = A^-1 (X'y - sum_j X_j'Z_j M_j^-1 Z_j'y_j).
+    beta_cov : (p, p) sigma2 A^-1.
+    b_mean : (J, q) M_j^-1 Z_j'(y_j - X_j beta), at the beta just drawn.
+    b_cov : (J, q, q) sigma2 M_j^-1.
+    G_df : nu0 + J (one block); a tuple nu0 - q + q_B + J, one per block, for ``||``.
+    G_scale : (q, q) S0 + sum_j b_j b_j' (block diagonal for uncorrelated blocks).
+    sigma2_shape, sigma2_rate : a0 + n/2 and b0 + SSR/2 (uniform-sigma prior: (n-1)/2, SSR/2).
+    ssr : ||y - X beta - Z b||^2 at the drawn (beta, b).
+    """
+
+    beta_mean: np.ndarray
+    beta_cov: np.ndarray
+    b_mean: np.ndarray
+    b_cov: np.ndarray
+    G_df: Any
+    G_scale: np.ndarray
+    sigma2_shape: float
+    sigma2_rate: np.ndarray
+    ssr: np.ndarray
+
+
+class State(NamedTuple):
+    """One state of the Gibbs chain(s). Arrays carry the chains on axis 0 when there are several.
+
+    Attributes
+    ----------
+    iteration : int (0 at the start; sweeps done).
+    beta : (p,) fixed effects.   b : (J, q) random effects.
+    G : (q, q) covariance of the random effects.   sigma2 : residual variance.
+    cond : Conditionals of the last sweep (at init: the (beta, b) moments at the start
+        values; the G and sigma2 fields are None until the first sweep).
+    rng : ChainStreams, or a tuple of them (one per chain).
+    model : the Model.   prior : the resolved Prior.   totals : Totals of the statistics.
+    """
+
+    iteration: int
+    beta: np.ndarray
+    b: np.ndarray
+    G: np.ndarray
+    sigma2: np.ndarray
+    cond: Conditionals
+    rng: Any
+    model: Any
+    prior: Prior
+    totals: Totals
+
+
+def _positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise TeachLMMError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _dispersed_start(model, rng):
+    """Over-dispersed start values (G, sigma2) for one chain or each chain of a tuple.
+
+    With v = var(y) and m_k = mean(z_k^2), each chain starts at a log-uniform
+    draw of sigma2 in [0.05 v, v] and of G_kk in [0.01, 1] v / m_k (random term
+    k then explains 1 % to 100 % of var(y)); correlations start at 0. The
+    range is wide, so chains that agree after warm-up have forgotten where
+    they began (that is what R-hat checks).
+    """
+    v = float(np.var(model.y, ddof=1))
+    m = np.diag(model.stats.ZtZ.sum(0)) / model.n
+    m = np.where(m > 0, m, 1.0)
+    one_chain = isinstance(rng, ChainStreams)
+    u = np.array([streams.uniform.random(model.q + 1) for streams in ((rng,) if one_chain else rng)])
+    sigma2 = v * np.exp(np.log(0.05) * u[:, 0])
+    G = (v / m * np.exp(np.log(0.01) * u[:, 1:]))[:, :, None] * np.eye(model.q)
+    return (G[0], sigma2[0]) if one_chain else (G, sigma2)
+
+
+def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
+    """The starting state: (G, sigma2) per chain, (beta, b) at their conditional means there.
+
+    Parameters
+    ----------
+    model : Model
+    seed : int or numpy.random.SeedSequence, optional
+        Chain k uses a generator from ``SeedSequence(seed).spawn(chains)[k]``;
+        the same seed gives the same draws.
+    prior : Prior, optional (default: :func:`default_prior`).
+    chains : int, optional
+        None: one chain, arrays without a chain axis (the step-through view).
+        An int: that many chains, advanced together (chains on axis 0).
+    G, sigma2 : optional start values shared by every chain; default: an
+        over-dispersed draw per chain (see ``_dispersed_start``).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
+    >>> state = init(model, seed=1)
+    >>> state = step(state)
+    >>> state.iteration, state.beta.shape, state.b.shape, state.G.shape
+    (1, (2,), (85, 2), (2, 2))
+    >>> state.cond.G_df               # nu0 + J = 3 + 85
+    88.0
+    """
+    prior = (prior if prior is not None else Prior()).resolve(model)
+    n_chains = 1 if chains is None else _positive_int(chains, "chains")
+    rngs = _chain_generators(seed, n_chains)
+    rng = rngs[0] if chains is None else rngs
+    G0, s0 = _dispersed_start(model, rng)
+    if G is not None:
+        G = np.atleast_2d(np.asarray(G, dtype=float))
+        if (G.shape != (model.q, model.q) or not np.all(np.isfinite(G)) or not np.allclose(G, G.T)
+                or np.linalg.eigvalsh(G).min() < -1e-12 * max(1.0, np.abs(G).max())):
+            raise TeachLMMError(f"start G must be a symmetric positive semi-definite {model.q} x {model.q} "
+                                f"matrix for this model, got {G.tolist()}")
+        G0 = np.broadcast_to(G, G0.shape).copy()
+    if sigma2 is not None:
+        s0 = np.full(np.shape(s0), _positive_number(sigma2, "start sigma2"))
+    s0 = np.asarray(s0, dtype=float)
+    totals = _totals(model.stats)
+    block = coefficient_block(model.stats, totals, G0, s0, prior.tau2)
+    mean_b = b_mean(model.stats, block.Minv, block.beta_mean)
+    cond = Conditionals(block.beta_mean, s0[..., None, None] * block.A_inv, mean_b,
+                        s0[..., None, None, None] * block.Minv, None, None, None, None, None)
+    return State(0, block.beta_mean, mean_b, G0, s0, cond, rng, model, prior, totals)
+
+
+def step(state):
+    """One Gibbs sweep: (beta, b) | G, sigma2;  then G | b;  then sigma2 | beta, b.
+
+    Pure: returns a new State (the generators inside it advance).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> s = step(step(init(model, seed=1)))
+    >>> s.iteration, s.cond.sigma2_shape       # a0 + n/2 = 0.5 + 919/2
+    (2, 460.0)
+    """
+    m, prior, totals = state.model, state.prior, state.totals
+    noise = draw_noise(state.rng, m, prior)
+    beta, b, block, mean_b = draw_coefficients(m.stats, totals, state.G, state.sigma2, prior.tau2, noise.z)
+    G, G_df, G_scale = draw_G(b, m.blocks, prior, noise.chi2, noise.bartlett_z)
+    ssr = residual_sum_of_squares(m.stats, totals, beta, b)
+    sigma2, shape, rate = draw_sigma2(ssr, totals.n, prior, noise.sigma, noise.uniform)
+    s2 = np.asarray(state.sigma2)
+    cond = Conditionals(block.beta_mean, s2[..., None, None] * block.A_inv, mean_b,
+                        s2[..., None, None, None] * block.Minv, G_df, G_scale, float(shape), rate, ssr)
+    return State(state.iteration + 1, beta, b, G, sigma2, cond, state.rng, m, prior, totals)
+
+
+# ----------------------------------------------------------------------------
+# the same sweep, fast, for q = 1 and q = 2 (what sample() runs)
+# ----------------------------------------------------------------------------
+
+class FastSweep:
+    """The sweep of :func:`step` for q = 1 or 2, with the per-group q x q algebra written out.
+
+    numpy spends more time dispatching a batched 2 x 2 matmul or Cholesky over
+    (chains x groups) than doing its arithmetic. Here every per-group matrix is
+    kept as its entries, each an array of shape (chains, J), so each line of
+    algebra is one elementwise numpy operation; the sums over groups are
+    single matrix products with arrays prepared once per model; the q x q
+    and p x p work per chain stays batched linear algebra. Same formulas,
+    same noise, same draws as :func:`step` (the tests check it to 1e-10).
+
+    Called as ``sweep(G, sigma2, noise) -> (beta, b, G, sigma2)``, chains on axis 0.
+    """
+
+    def __init__(self, model, prior):
+        s, self.prior, self.blocks = model.stats, prior, model.blocks
+        J, self.p, self.q = s.XtZ.shape
+        if self.q > 2:
+            raise TeachLMMError("FastSweep handles q = 1 or 2 random effects; use step() for more")
+        self.totals = _totals(s)
+        self.n = float(s.n.sum())
+        q = self.q
+        # T'Z_j'Z_j T is linear in the entries of Z_j'Z_j: (T'Z_j'Z_j T)_kl = sum_ab T_ak T_bl (Z_j'Z_j)_ab
+        self.ZtZ_entries = s.ZtZ.reshape(J, q * q).T.copy()                     # (q*q, J)
+        self.ZtZ_diag = [s.ZtZ[:, k, k] for k in range(q)]
+        self.ZtZ_21 = s.ZtZ[:, -1, 0]
+        self.Zty = [np.ascontiguousarray(s.Zty[:, k]) for k in range(q)]
+        self.ZtX = [np.ascontiguousarray(s.XtZ[:, :, k].T) for k in range(q)]    # (p, J)
+        # sum_j X_j'Z_j M_j^-1 [Z_j'X_j | Z_j'y_j] is linear in the entries of M_j^-1:
+        # U maps (n11_j, n21_j, n22_j), stacked over j, to the p x p and p x 1 sums
+        Xz = [s.XtZ[:, :, k] for k in range(q)]
+        W = [np.concatenate([(Xz[k][:, :, None] * Xz[m][:, None, :]).reshape(J, -1),
+                             Xz[k] * s.Zty[:, m:m + 1]], axis=1) for k in range(q) for m in range(q)]
+        self.U = W[0] if q == 1 else np.concatenate([W[0], W[1] + W[2], W[3]], axis=0)
+        self.tau_precision = np.diag(1.0 / np.broadcast_to(prior.tau2, (self.p,)))
+
+    def __call__(self, G, sigma2, noise):
+        p, q = self.p, self.q
+        C = sigma2.shape[0]
+        root_s2 = np.sqrt(sigma2)[:, None]
+        # --- (beta, b) | G, sigma2 ------------------------------------------------
+        T = _relative_factor_fast(G, sigma2)                          # G = sigma2 T T'
+        TZT = (np.einsum("cak,cbl->cklab", T, T).reshape(C, q * q, q * q)
+               @ self.ZtZ_entries)                                     # T'Z_j'Z_j T, (C, q*q, J)
+        if q == 1:
+            k11 = T[:, 0, 0, None] / np.sqrt(TZT[:, 0] + 1.0)          # K_j = T / sqrt(M~_j)
+            n11 = k11 * k11                                            # M_j^-1 = K_j^2
+            Minv = n11
+        else:
+            t11, t21, t22 = T[:, 0, 0, None], T[:, 1, 0, None], T[:, 1, 1, None]
+            l11 = np.sqrt(TZT[:, 0] + 1.0)                             # M~_j = L_j L_j'
+            l21 = TZT[:, 2] / l11
+            l22 = np.sqrt(TZT[:, 3] + 1.0 - l21 * l21)
+            w11, w22 = 1.0 / l11, 1.0 / l22                            # W_j = L_j^-1
+            w21 = -l21 * w11 * w22
+            k11, k12 = t11 * w11, t11 * w21                            # K_j = T W_j'
+            k21, k22 = t21 * w11, t21 * w21 + t22 * w22
+            n11 = k11 * k11 + k12 * k12                                # M_j^-1 = K_j K_j'
+            n21 = k11 * k21 + k12 * k22
+            n22 = k21 * k21 + k22 * k22
+            Minv = np.concatenate([n11, n21, n22], axis=1)
+        sums = Minv @ self.U                                           # sum_j X_j'Z_j M_j^-1 [Z_j'X_j | Z_j'y_j]
+        A = (self.totals.XtX - sums[:, :p * p].reshape(C, p, p)
+             + sigma2[:, None, None] * self.tau_precision)
+        c = self.totals.Xty - sums[:, p * p:]
+        Rinv = _cholesky_inverse(A)                                    # A^-1 = Rinv' Rinv
+        beta = (_t(Rinv) @ (Rinv @ c[:, :, None] + root_s2[:, :, None] * noise.z[:, :p, None]))[:, :, 0]
+        r = [self.Zty[k] - beta @ self.ZtX[k] for k in range(q)]      # Z_j'(y_j - X_j beta), (C, J)
+        z = noise.z[:, p:]
+        b = np.empty((C, z.shape[1] // q, q))
+        if q == 1:
+            b[:, :, 0] = n11 * r[0] + root_s2 * k11 * z
+        else:
+            z1, z2 = z[:, 0::2], z[:, 1::2]
+            b[:, :, 0] = n11 * r[0] + n21 * r[1] + root_s2 * (k11 * z1 + k12 * z2)
+            b[:, :, 1] = n21 * r[0] + n22 * r[1] + root_s2 * (k21 * z1 + k22 * z2)
+        # --- G | b ------------------------------------------------------------------
+        G_new = draw_G(b, self.blocks, self.prior, noise.chi2, noise.bartlett_z)[0]
+        # --- sigma2 | beta, b:  SSR = r'r + sum_j b_j'(Z_j'Z_j b_j - 2 Z_j'r_j) -------------
+        rtr = self.totals.yty + ((beta @ self.totals.XtX - 2.0 * self.totals.Xty) * beta).sum(1)
+        ZtZb = [self.ZtZ_diag[0] * b[:, :, 0]] if q == 1 else [
+            self.ZtZ_diag[0] * b[:, :, 0] + self.ZtZ_21 * b[:, :, 1],
+            self.ZtZ_21 * b[:, :, 0] + self.ZtZ_diag[1] * b[:, :, 1]]
+        ssr = rtr + sum(np.einsum("cj,cj->c", b[:, :, k], ZtZb[k] - 2.0 * r[k]) for k in range(q))
+        sigma2_new = draw_sigma2(ssr, self.n, self.prior, noise.sigma, noise.uniform)[0]
+        return beta, b, G_new, sigma2_new
+
+
+def _relative_factor_fast(G, sigma2):
+    """:func:`relative_factor` as a plain Cholesky factorisation, when every G is positive definite.
+
+    A G drawn from an inverse-Wishart always is; a singular start G is not,
+    and gets the careful column-by-column version.
+    """
+    S = G / sigma2[:, None, None]
+    s11, s22 = S[:, 0, 0], S[:, -1, -1]
+    determinant = s11 * s22 - S[:, -1, 0] ** 2 if G.shape[-1] == 2 else s11
+    if (s11 > 0).all() and (determinant > 1e-14 * s11 * s22).all():
+        return _cholesky(S)
+    return relative_factor(G, sigma2)
+
+
+# ----------------------------------------------------------------------------
+# many sweeps: sample() and the Posterior
+# ----------------------------------------------------------------------------
+
+def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_b=True,
+           progress=False, thin=1):
+    """Draw from the posterior with ``chains`` Gibbs chains advanced together.
+
+    The chains start as :func:`init` says and run the sweep of :func:`step`
+    (for q <= 2 in the equivalent :class:`FastSweep` form; same draws).
+
+    Parameters
+    ----------
+    model : Model
+    draws : int > 0
+        Draws kept per chain (after warm-up and thinning).
+    warmup : int >= 0
+        Sweeps discarded at the start of every chain.
+    chains : int > 0
+    seed : int or SeedSequence, optional
+        Same seed and number of chains: the same draws. Chain k does not
+        depend on how many chains run beside it.
+    prior : Prior, optional (default: :func:`default_prior`, named in the summary).
+    keep_b : bool
+        Keep the random effects' draws (chains x draws x J x q floats: large
+        for many groups).
+    progress : bool
+        Print sweeps and draws per second to stderr while sampling.
+    thin : int > 0
+        Keep every ``thin``-th sweep (``draws * thin`` sweeps after warm-up).
+
+    Returns
+    -------
+    Posterior
+
+    Raises
+    ------
+    TeachLMMError
+        draws, chains or thin not a positive integer, warmup negative, or an
+        invalid prior (see :class:`Prior`).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> post = sample(model, draws=300, warmup=100, chains=2, seed=1)
+    >>> post.draws["beta"].shape, post.draws["G"].shape, post.draws["b"].shape
+    ((2, 300, 2), (2, 300, 1, 1), (2, 300, 85, 1))
+    >>> round(float(post.get("floor").mean()), 1)
+    -0.7
+    """
+    draws, chains, thin = (_positive_int(draws, "draws"), _positive_int(chains, "chains"),
+                           _positive_int(thin, "thin"))
+    if isinstance(warmup, (bool, np.bool_)) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+        raise TeachLMMError(f"warmup must be a non-negative integer, got {warmup!r}")
+    start = time.perf_counter()
+    state = init(model, seed=seed, prior=prior, chains=chains)
+    prior = state.prior
+    total = warmup + draws * thin
+    if model.q <= 2:
+        fast, noises = FastSweep(model, prior), _noise_per_sweep(state.rng, model, prior, total)
+        sweep = lambda G, s2: fast(G, s2, next(noises))                       # noqa: E731
+    else:
+        def sweep(G, s2):
+            s = step(state._replace(G=G, sigma2=s2))
+            return s.beta, s.b, s.G, s.sigma2
+    q, p, J = model.q, model.p, model.J
+    out = {"beta": np.empty((chains, draws, p)), "G": np.empty((chains, draws, q, q)),
+           "sigma2": np.empty((chains, draws))}
+    if keep_b:
+        out["b"] = np.empty((chains, draws, J, q))
+    G, sigma2 = state.G, state.sigma2
+    shown = start
+    for i in range(total):
+        beta, b, G, sigma2 = sweep(G, sigma2)
+        kept = i - warmup
+        if kept >= 0 and kept % thin == 0:
+            d = kept // thin
+            out["beta"][:, d], out["G"][:, d], out["sigma2"][:, d] = beta, G, sigma2
+            if keep_b:
+                out["b"][:, d] = b
+        if progress and (time.perf_counter() - shown > 0.5 or i == total - 1):
+            shown = time.perf_counter()
+            rate = (i + 1) / (shown - start)
+            print(f"\rsweep {i + 1}/{total} ({'warm-up' if kept < 0 else 'sampling'}): "
+                  f"{rate:.0f} sweeps/s, {rate * chains:.0f} draws/s", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return Posterior(model, out, prior, warmup=warmup, thin=thin,
+                     seconds=time.perf_counter() - start, seed=seed)
+
+
+class Posterior:
+    """Draws from the posterior of a linear mixed model, with summaries and diagnostics.
+
+    Attributes
+    ----------
+    draws : dict with ``beta`` (chains, draws, p), ``G`` (chains, draws, q, q),
+        ``sigma2`` (chains, draws) and, unless ``keep_b=False``, ``b`` (chains, draws, J, q).
+    fixef_names, ranef_names, coef_names, groups, group_name : as in MixedModelResult.
+    prior : the Prior used (every default filled in).
+    seconds : wall time of the sampling run.   warmup, thin, seed : how it was run.
+    chains, n_draws : the shape of the draws.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
+    >>> post = tl.gibbs.sample(model, draws=200, warmup=100, chains=2, seed=1)
+    >>> post.get("G[0,1]").shape, post.coef_draws().shape
+    ((2, 200), (2, 200, 85, 2))
+    """
+
+    def __init__(self, model, draws, prior, warmup=0, thin=1, seconds=None, seed=None):
+        self.model, self.draws, self.prior = model, draws, prior
+        self.warmup, self.thin, self.seconds, self.seed = warmup, thin, seconds, seed
+        self.fixef_names, self.ranef_names = list(model.fixef_names), list(model.ranef_names)
+        self.coef_names = self.fixef_names + [r for r in self.ranef_names if r not in self.fixef_names]
+        self.groups, self.group_name = model.groups, model.group_name
+        self.chains, self.n_draws = draws["sigma2"].shape
+
+    # -- one scalar at a time ----------------------------------------------------
+    def names(self):
+        """The names :meth:`get` accepts for the model's parameters (besides b[j,k])."""
+        fixed, random, residual = self._labels()
+        return ([n for n, _ in fixed] + [f"beta[{k}]" for k in range(self.model.p)]
+                + [n for n, _ in random + residual])
+
+    def get(self, name):
+        """Draws of one scalar, shape (chains, draws).
+
+        Names: a fixed effect's name (``"floor"``) or ``"beta[k]"``; ``"G[i,j]"``;
+        ``"sd[k]"`` (sqrt G_kk); ``"corr[i,j]"``; ``"sigma2"``; ``"sigma"``;
+        ``"b[j,k]"`` (group j's random effect k, if kept).
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
+        ...                        draws=100, warmup=50, chains=2, seed=1)
+        >>> post.get("sigma2").shape, post.get("(Intercept)").shape
+        ((2, 100), (2, 100))
+        """
+        d = self.draws
+        if name in self.fixef_names:
+            return d["beta"][:, :, self.fixef_names.index(name)]
+        if name == "sigma2":
+            return d["sigma2"]
+        if name == "sigma":
+            return np.sqrt(d["sigma2"])
+        head, _, rest = name.partition("[")
+        try:
+            idx = [int(v) for v in rest.rstrip("]").split(",")] if rest.endswith("]") else None
+        except ValueError:
+            idx = None
+        q = self.model.q
+        if head == "beta" and idx and len(idx) == 1 and 0 <= idx[0] < self.model.p:
+            return d["beta"][:, :, idx[0]]
+        if head == "G" and idx and len(idx) == 2 and all(0 <= i < q for i in idx):
+            return d["G"][:, :, idx[0], idx[1]]
+        if head == "sd" and idx and len(idx) == 1 and 0 <= idx[0] < q:
+            return np.sqrt(d["G"][:, :, idx[0], idx[0]])
+        if head == "corr" and idx and len(idx) == 2 and all(0 <= i < q for i in idx):
+            G = d["G"]
+            i, j = idx
+            return G[:, :, i, j] / np.sqrt(G[:, :, i, i] * G[:, :, j, j])
+        if head == "b" and idx and len(idx) == 2:
+            if "b" not in d:
+                raise TeachLMMError("the random effects were not kept: sample again with keep_b=True")
+            if 0 <= idx[0] < self.model.J and 0 <= idx[1] < q:
+                return d["b"][:, :, idx[0], idx[1]]
+        raise TeachLMMError(f"unknown parameter {name!r}; known: {', '.join(self.names())}, "
+                            f"and b[j,k] (j < {self.model.J}, k < {q})")
+
+    def coef_draws(self):
+        """Group-specific coefficients per draw, (chains, draws, J, len(coef_names)): beta + b_j.
+
+        Column order ``coef_names`` (fixed effects, then random-only terms), as
+        ``MixedModelResult.coef``; for the lecture's alpha_j / beta_j plots.
+        """
+        if "b" not in self.draws:
+            raise TeachLMMError("coef_draws needs the random effects: sample again with keep_b=True")
+        beta, b = self.draws["beta"], self.draws["b"]
+        C, D, J, _ = b.shape
+        out = np.zeros((C, D, J, len(self.coef_names)))
+        out[..., :len(self.fixef_names)] = beta[:, :, None, :]
+        for k, name in enumerate(self.ranef_names):
+            out[..., self.coef_names.index(name)] += b[..., k]
+        return out
+
+    # -- the table -------------------------------------------------------------
+    def _row(self, name):
+        x = self.get(name)
+        q025, q50, q975 = np.quantile(x, [0.025, 0.5, 0.975])
+        return dict(mean=float(x.mean()), sd=float(x.std(ddof=1)), q025=q025, q50=q50, q975=q975,
+                    rhat=diagnostics.rhat(x), ess_bulk=diagnostics.ess_bulk(x),
+                    ess_tail=diagnostics.ess_tail(x))
+
+    def _labels(self):
+        """(get-name, label) for the summary rows, lmer's order: fixed, then VarCorr, then residual."""
+        m, r = self.model, self.ranef_names
+        fixed = [(name, name) for name in self.fixef_names]
+        random = []
+        for blk in m.blocks:
+            random += [(f"G[{i},{i}]", f"Var {r[i]}") for i in blk]
+            random += [(f"G[{i},{j}]", f"Cov {r[j]},{r[i]}") for i in blk for j in blk if j < i]
+        for blk in m.blocks:
+            random += [(f"sd[{i}]", f"Std.Dev. {r[i]}") for i in blk]
+            random += [(f"corr[{j},{i}]", f"Corr {r[j]},{r[i]}") for i in blk for j in blk if j < i]
+        residual = [("sigma2", "Var Residual"), ("sigma", "Std.Dev. Residual")]
+        return fixed, random, residual
+
+    def checked_names(self):
+        """The parameters whose R-hat and bulk ESS :meth:`summary` checks: beta, G's entries, sigma2."""
+        fixed, random, _ = self._labels()
+        return [n for n, _ in fixed] + [n for n, _ in random if n.startswith("G[")] + ["sigma2"]
+
+    def summary(self):
+        """Posterior summary table (a string; print it), warning on poor convergence.
+
+        Columns: mean, sd, 2.5 / 50 / 97.5 % quantiles, R-hat (rank-normalised
+        split), bulk and tail ESS (:mod:`teachlmm.diagnostics`). Rows: fixed
+        effects by name, G as variances and covariances and again as standard
+        deviations and correlations (as lmer prints VarCorr), and the residual.
+
+        Warns (ConvergenceWarning) if R-hat > 1.01 or bulk ESS < 400 for any
+        of beta, G, sigma2: run longer (more draws or warm-up) before using the numbers.
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+        >>> post = tl.gibbs.sample(model, draws=1000, warmup=200, chains=4, seed=1)
+        >>> print(post.summary().splitlines()[0])
+        Bayesian linear mixed model, Gibbs sampler: 4 chains x 1000 draws (warm-up 200, thin 1)
+        """
+        fixed, random, residual = self._labels()
+        rows = {name: self._row(name) for name, _ in fixed + random + residual}
+        header = ["", "mean", "sd", "2.5%", "50%", "97.5%", "R-hat", "ESS-bulk", "ESS-tail"]
+
+        def table(pairs):
+            body = [[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
+                    + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}", f"{rows[n]['ess_tail']:.0f}"]
+                    for n, label in pairs]
+            cols = [header] + body
+            widths = [max(len(r[k]) for r in cols) for k in range(len(header))]
+            return "\n".join(" " + " ".join(c.ljust(w) if k == 0 else c.rjust(w)
+                                            for k, (c, w) in enumerate(zip(r, widths))).rstrip()
+                             for r in cols)
+
+        m = self.model
+        out = [f"Bayesian linear mixed model, Gibbs sampler: {self.chains} chains x {self.n_draws} draws "
+               f"(warm-up {self.warmup}, thin {self.thin})",
+               f"Formula: {m.formula.text}",
+               f"Prior: {self.prior.describe()}",
+               f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}"
+               + (f"; sampled in {self.seconds:.2f} s" if self.seconds is not None else ""), "",
+               "Fixed effects:", table(fixed), "",
+               f"Random effects ({m.group_name}):", table(random), "",
+               "Residual:", table(residual)]
+        bad = [n for n in self.checked_names()
+               if not (rows[n]["rhat"] <= 1.01) or not (rows[n]["ess_bulk"] >= 400)]
+        if bad:
+            message = (f"the chains have not converged or mixed well enough for {', '.join(bad)} "
+                       f"(R-hat > 1.01 or bulk ESS < 400): run more draws or a longer warm-up "
+                       f"before using these numbers")
+            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+            out += ["", "Warning: " + message]
+        return "\n".join(out)
+
+    def __repr__(self):
+        return (f"<Posterior (Gibbs): {self.model.formula.text!r}, {self.chains} chains x "
+                f"{self.n_draws} draws>")
