@@ -326,15 +326,44 @@ def _boundary_candidate(state, tol=0.05):
     return e_step(state.model, G, state.sigma2, state.reml, state.iteration)
 
 
-def _boundary_is_optimal(state):
-    """KKT check on the PSD cone: no direction v in the null space of G with v'(dl/dG)v > 0."""
+def _ascent_direction(state):
+    """A direction v out of a boundary that raises the log-likelihood, or None.
+
+    At a singular G the fit is a maximum over the positive semi-definite
+    matrices only if v'(dl/dG)v <= 0 for every v in the null space of G (the
+    KKT condition on the PSD cone): adding a little variance along v does not
+    help. Returns the null-space direction of largest positive curvature.
+    """
     w, V = np.linalg.eigh(state.G)
     null = V[:, w <= 1e-10 * max(w.max(), state.sigma2)]
     if null.size == 0:
-        return True
-    D = mme.gradient_G(state.model.stats, state.G, state.sigma2, state.reml)
-    curv = np.linalg.eigvalsh(null.T @ D @ null)
-    return bool(curv.max() <= 1e-6 * state.model.J / state.sigma2)
+        return None
+    D = mme.gradient_G(state.model.stats, state.G, state.sigma2, state.reml) * state.model.G_mask
+    curv, U = np.linalg.eigh(null.T @ D @ null)
+    if curv[-1] <= 1e-6 * state.model.J / state.sigma2:
+        return None
+    return null @ U[:, -1]
+
+
+def _boundary_is_optimal(state):
+    """KKT check on the PSD cone (see :func:`_ascent_direction`)."""
+    return _ascent_direction(state) is None
+
+
+def _leave_boundary(state):
+    """Step off a boundary that is not a maximum: G + eps v v', with eps halved until the
+    log-likelihood rises (it does for small eps, since the directional derivative is positive)."""
+    v = _ascent_direction(state)
+    if v is None:
+        return None
+    eps = 0.1 * max(np.max(np.diag(state.G)), state.sigma2)
+    for _ in range(60):
+        G = state.G + eps * np.outer(v, v) * state.model.G_mask
+        nxt = e_step(state.model, G, state.sigma2, state.reml, state.iteration)
+        if nxt.loglik > state.loglik:
+            return nxt
+        eps /= 2
+    return None
 
 
 def _try_boundary(state, tol, max_iter):
@@ -435,11 +464,17 @@ def fit(model, reml=True, method="squarem", tol=1e-8, max_iter=10000, G=None, si
     state = init(model, reml, G=G, sigma2=sigma2)
     history = [_record(state)]
     advance, base = METHODS[method]
-    state, converged = _iterate(state, advance, base, tol, max_iter, history)
-    face = _try_boundary(state, tol, max_iter)         # converged next to a boundary: is it on it?
-    if face is not None and face.loglik > state.loglik:
-        state = face
-        history.append(_record(face))
+    while True:
+        state, converged = _iterate(state, advance, base, tol, max_iter, history)
+        face = _try_boundary(state, tol, max_iter)     # converged next to a boundary: is it on it?
+        if face is not None and face.loglik > state.loglik:
+            state = face
+            history.append(_record(face))
+        off = _leave_boundary(state) if converged else None   # on a boundary that is no maximum
+        if off is None:                                # (e.g. started there): step back inside
+            break
+        state = off
+        history.append(_record(state))
     if not converged:
         warnings.warn(f"EM stopped at max_iter = {max_iter} before converging (last change "
                       f"{_change(base(state), state):.2e} > tol = {tol:.0e}). Raise max_iter, use "

@@ -114,3 +114,18 @@ def test_plain_em_reaches_the_same_optimum(radon, lme4):
     assert fit.converged and fit.n_iter > 300
     np.testing.assert_allclose(fit.G, as_array(lme4["M4_REML"]["G"]), atol=1e-6)
     assert fit.loglik == pytest.approx(lme4["M4_REML"]["loglik"], abs=1e-7)
+
+
+@pytest.mark.parametrize("method", ["squarem", "factor", "plain"])
+def test_em_started_at_lme4s_boundary_point_leaves_it(fits, lme4, method):
+    """EM cannot leave a singular G by its own steps (they keep G's rank), so a start on a
+    boundary that is no maximum - lme4's default M4 point - is checked (KKT on the PSD cone)
+    and left along the direction of ascent; every method then reaches the optimum."""
+    default = lme4["M4_REML"]["default_fit"]
+    model = fits("M4_REML").model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = tl.em.fit(model, G=default["G"], sigma2=default["sigma2"], method=method)
+    assert fit.converged and not fit.singular
+    assert fit.reml_criterion == pytest.approx(lme4["M4_REML"]["REMLcrit"], abs=1e-6)
+    np.testing.assert_allclose(fit.G, as_array(lme4["M4_REML"]["G"]), atol=1e-6)
