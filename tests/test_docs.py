@@ -24,3 +24,15 @@ def test_public_functions_have_examples():
                em.steps, em.fit, mme.solve, mme.loglik, teachlmm.Model, teachlmm.MixedModelResult,
                gibbs.init, gibbs.step, gibbs.sample, gibbs.Prior, blup.fit, blup.pooling]:
         assert "Examples" in (fn.__doc__ or ""), fn.__name__
+
+
+def test_readme_tour_runs():
+    """The README's Python tour is real code: run it."""
+    import pathlib
+    import re
+    import warnings
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## A short tour\s+```python\n(.*?)```", text, re.S).group(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(block, "README.md", "exec"), {})

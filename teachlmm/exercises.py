@@ -1,0 +1,701 @@
+"""Checks for the book's exercises: type your answer, get a verdict and a hint.
+
+Every ``check_*`` function takes a student's answer, computes the right value
+itself, prints a short verdict (with a hint when the answer is off) and returns
+True or False::
+
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_shrinkage_factor(0.41, n_j=4, sigma2_alpha=0.1, sigma2=0.57)
+    Correct: lambda_j = 0.4124 (you said 0.4100).
+    True
+
+How the right value is computed
+-------------------------------
+A check that reused the code the student is learning from would only test
+that the student called it. Where it can, a check takes a *different road*
+to the same number, the textbook one, slow but transparent: it loops over
+the groups and works with each group's own covariance matrix
+
+    V_j = Z_j G Z_j' + sigma2 I      (n_j x n_j; fine for a check, never for a fit)
+
+instead of the mixed-model equations of :mod:`teachlmm.mme`:
+
+* GLS:   beta_hat = (sum_j X_j'V_j^-1 X_j)^-1 sum_j X_j'V_j^-1 y_j
+* BLUP:  b_hat_j  = G Z_j'V_j^-1 (y_j - X_j beta_hat)
+* REML criterion: (n - p) log 2 pi + sum_j log|V_j| + log|X'V^-1 X| + r'V^-1 r
+* random-intercept REML fits by a one-dimensional search (:func:`random_intercept_reml`).
+
+Where variance components of a model with random slopes are needed (M3, M4),
+they come from :func:`teachlmm.em.fit`; everything computed from them takes the
+road above. The tests compare these roads with lme4's numbers.
+"""
+import warnings
+from functools import lru_cache
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from .data import load_radon, simulate
+from .design import Model
+from .errors import BoundaryWarning, TeachLMMError
+
+__all__ = ["M0", "M1", "M3", "M4",
+           "check_county_mean", "check_shrinkage_factor", "check_partial_pooling", "check_icc",
+           "check_county2_line", "check_composite_variance", "check_alpha_beta",
+           "check_reml_criterion", "check_em_step", "check_blup", "check_split_rhat",
+           "check_alpha_rmse",
+           "random_intercept_reml", "dense_gls_blup", "dense_reml_criterion", "dense_em_step",
+           "split_rhat"]
+
+M0 = "log_radon ~ 1 + (1 | county)"
+M1 = "log_radon ~ 1 + floor + (1 | county)"
+M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
+M4 = "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)"
+LOG_2PI = np.log(2 * np.pi)
+
+
+# ----------------------------------------------------------------------------
+# the verdict
+# ----------------------------------------------------------------------------
+
+def _show(x, digits=4):
+    """A number or a short vector, rounded for the verdict."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 0:
+        return f"{float(x):.{digits}f}"
+    flat = x.ravel()
+    body = ", ".join(f"{v:.{digits}f}" for v in flat[:4])
+    return f"[{body}{', ...' if flat.size > 4 else ''}]"
+
+
+def _verdict(ok, what, expected, answer, hint, digits=4):
+    """Print a friendly verdict; return ok."""
+    if ok:
+        print(f"Correct: {what} = {_show(expected, digits)} (you said {_show(answer, digits)}).")
+    else:
+        print(f"Not yet: you said {_show(answer, digits)}, but {what} = {_show(expected, digits)}.")
+        print(f"Hint: {hint}")
+    return bool(ok)
+
+
+def _close(answer, expected, tol):
+    """True if every entry of the answer is within tol of the expected value (shapes must match)."""
+    a = np.asarray(answer, dtype=float)
+    e = np.asarray(expected, dtype=float)
+    return a.shape == e.shape and bool(np.all(np.abs(a - e) <= tol))
+
+
+def _as_answer(answer, shape, what):
+    a = np.asarray(answer, dtype=float)
+    if a.shape != tuple(shape):
+        raise TeachLMMError(f"{what}: expected an answer of shape {tuple(shape)}, got {a.shape}")
+    return a
+
+
+# ----------------------------------------------------------------------------
+# the independent road: per-group covariance matrices
+# ----------------------------------------------------------------------------
+
+def _group_rows(model):
+    """Row indices of each group, in the model's group order."""
+    order = np.argsort(model.codes, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(model.codes, minlength=model.J))[:-1])
+
+
+def _group_V(model, G, sigma2):
+    """Yield (rows, V_j) for every group: V_j = Z_j G Z_j' + sigma2 I."""
+    for rows in _group_rows(model):
+        Zj = model.Z[rows]
+        yield rows, Zj @ G @ Zj.T + sigma2 * np.eye(len(rows))
+
+
+def dense_gls_blup(model, G, sigma2):
+    """GLS fixed effects and BLUPs from each group's V_j (the textbook road).
+
+    beta_hat = (sum_j X_j'V_j^-1 X_j)^-1 sum_j X_j'V_j^-1 y_j,
+    b_hat_j = G Z_j'V_j^-1 (y_j - X_j beta_hat).
+
+    Parameters
+    ----------
+    model : Model
+    G : (q, q) array.   sigma2 : float.
+
+    Returns
+    -------
+    beta : (p,) array.   b : (J, q) array.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model(M1, tl.load_radon())
+    >>> beta, b = dense_gls_blup(m, np.array([[0.1]]), 0.57)
+    >>> beta.shape, b.shape
+    ((2,), (85, 1))
+    """
+    G = np.atleast_2d(np.asarray(G, dtype=float))
+    XVX = np.zeros((model.p, model.p))
+    XVy = np.zeros(model.p)
+    inverses = []
+    for rows, V in _group_V(model, G, sigma2):
+        Vinv = np.linalg.inv(V)
+        inverses.append((rows, Vinv))
+        XVX += model.X[rows].T @ Vinv @ model.X[rows]
+        XVy += model.X[rows].T @ Vinv @ model.y[rows]
+    beta = np.linalg.solve(XVX, XVy)
+    b = np.array([G @ model.Z[rows].T @ Vinv @ (model.y[rows] - model.X[rows] @ beta)
+                  for rows, Vinv in inverses])
+    return beta, b
+
+
+def dense_reml_criterion(model, G, sigma2):
+    """lme4's REML criterion, -2 x restricted log-likelihood, from each group's V_j.
+
+    (n - p) log 2 pi + sum_j log|V_j| + log|X'V^-1 X| + r'V^-1 r,  r = y - X beta_hat (GLS).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model(M1, tl.load_radon())
+    >>> round(dense_reml_criterion(m, np.array([[0.1077]]), 0.5709), 2)     # lme4: 2171.31 at its optimum
+    2171.31
+    """
+    G = np.atleast_2d(np.asarray(G, dtype=float))
+    XVX = np.zeros((model.p, model.p))
+    XVy = np.zeros(model.p)
+    yVy, logdetV = 0.0, 0.0
+    for rows, V in _group_V(model, G, sigma2):
+        Vinv = np.linalg.inv(V)
+        X, y = model.X[rows], model.y[rows]
+        XVX += X.T @ Vinv @ X
+        XVy += X.T @ Vinv @ y
+        yVy += y @ Vinv @ y
+        logdetV += np.linalg.slogdet(V)[1]
+    beta = np.linalg.solve(XVX, XVy)
+    rVr = yVy - XVy @ beta                      # r'V^-1 r = y'V^-1 y - beta_hat'X'V^-1 y
+    return float((model.n - model.p) * LOG_2PI + logdetV + np.linalg.slogdet(XVX)[1] + rVr)
+
+
+def dense_em_step(model, G, sigma2, reml=True):
+    """One EM step computed from each group's V_j (conditional moments of b_j and eps_j).
+
+    E-step (P_jj = V_j^-1 for ML; V_j^-1 - V_j^-1 X_j C X_j'V_j^-1 for REML, C = (X'V^-1X)^-1):
+        E(b_j | y)   = G Z_j'V_j^-1 r_j,        Var(b_j | y)   = G - G Z_j'P_jj Z_j G
+        E(eps_j | y) = sigma2 V_j^-1 r_j,       Var(eps_j | y) = sigma2 I - sigma2^2 P_jj
+    M-step:
+        G_new = (1/J) sum_j [E(b_j) E(b_j)' + Var(b_j)]   (0 between uncorrelated blocks)
+        sigma2_new = (1/n) sum_j [||E(eps_j)||^2 + tr Var(eps_j)]
+
+    Returns
+    -------
+    G_new : (q, q) array.   sigma2_new : float.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model(M1, tl.load_radon())
+    >>> G1, s1 = dense_em_step(m, np.array([[0.1]]), 0.6)
+    >>> round(float(G1[0, 0]), 4), round(s1, 4)
+    (0.1012, 0.5737)
+    """
+    G = np.atleast_2d(np.asarray(G, dtype=float))
+    groups = [(rows, np.linalg.inv(V)) for rows, V in _group_V(model, G, sigma2)]
+    XVX = sum(model.X[r].T @ Vi @ model.X[r] for r, Vi in groups)
+    XVy = sum(model.X[r].T @ Vi @ model.y[r] for r, Vi in groups)
+    C = np.linalg.inv(XVX)
+    beta = C @ XVy
+    G_sum = np.zeros_like(G)
+    e_sum = 0.0
+    for rows, Vinv in groups:
+        X, Z = model.X[rows], model.Z[rows]
+        Vr = Vinv @ (model.y[rows] - X @ beta)                # V_j^-1 r_j
+        P = Vinv - Vinv @ X @ C @ X.T @ Vinv if reml else Vinv
+        b = G @ Z.T @ Vr
+        G_sum += np.outer(b, b) + G - G @ Z.T @ P @ Z @ G
+        e_sum += sigma2 ** 2 * Vr @ Vr + sigma2 * len(rows) - sigma2 ** 2 * np.trace(P)
+    mask = np.zeros_like(G)
+    for block in model.blocks:
+        mask[np.ix_(block, block)] = 1.0
+    return G_sum / model.J * mask, float(e_sum / model.n)
+
+
+def random_intercept_reml(y, X, codes):
+    """REML fit of a random-intercept model y_ij = x_ij'beta + a_j + eps_ij by a 1-D search.
+
+    With r = sigma2_alpha / sigma2, V_j / sigma2 = I + r 11' has the explicit inverse
+    I - c_j 11' (c_j = r / (1 + n_j r)) and determinant 1 + n_j r, so everything is
+    a sum over groups; sigma2 is profiled out (sigma2 = r'V~^-1 r / (n - p)) and the
+    REML criterion is minimised over log r.
+
+    Parameters
+    ----------
+    y : (n,) array.   X : (n, p) array.   codes : (n,) group index 0..J-1.
+
+    Returns
+    -------
+    dict with sigma2_alpha, sigma2, beta (p,), and lambda (J,) the shrinkage factors.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> d = tl.load_radon()
+    >>> codes = np.unique(d["county"], return_inverse=True)[1]
+    >>> X = np.column_stack([np.ones(919), d["floor"]])
+    >>> fit = random_intercept_reml(d["log_radon"], X, codes)
+    >>> round(fit["sigma2_alpha"], 4), round(fit["sigma2"], 4)             # lme4's M1: 0.1077, 0.5709
+    (0.1077, 0.5709)
+    """
+    y, X, codes = np.asarray(y, float), np.asarray(X, float), np.asarray(codes)
+    n, p = X.shape
+    J = int(codes.max()) + 1
+    n_j = np.bincount(codes, minlength=J)
+    sx = np.zeros((J, p))
+    np.add.at(sx, codes, X)                                   # 1'X_j
+    sy = np.bincount(codes, weights=y, minlength=J)           # 1'y_j
+    XtX, Xty, yty = X.T @ X, X.T @ y, y @ y
+
+    def pieces(log_r):
+        c = np.exp(log_r) / (1 + n_j * np.exp(log_r))
+        XVX = XtX - np.einsum("j,jp,jq->pq", c, sx, sx)       # X'V~^-1 X
+        XVy = Xty - np.einsum("j,jp,j->p", c, sx, sy)
+        beta = np.linalg.solve(XVX, XVy)
+        Q = yty - np.sum(c * sy ** 2) - XVy @ beta            # r'V~^-1 r
+        return XVX, beta, Q
+
+    def criterion(log_r):
+        XVX, _, Q = pieces(log_r)
+        s2 = Q / (n - p)
+        # (n-p) log 2 pi + sum_j log|V_j| + log|X'V^-1 X| + r'V^-1 r, with V = sigma2 V~:
+        # sum_j log|V_j| = n log sigma2 + sum_j log(1 + n_j r), log|X'V^-1 X| = log|X'V~^-1 X| - p log sigma2,
+        # r'V^-1 r = Q / sigma2 = n - p at the profiled sigma2
+        return ((n - p) * (LOG_2PI + np.log(s2) + 1) + np.sum(np.log1p(n_j * np.exp(log_r)))
+                + np.linalg.slogdet(XVX)[1])
+
+    best = minimize_scalar(criterion, bounds=(-25.0, 10.0), method="bounded",
+                           options={"xatol": 1e-10})
+    _, beta, Q = pieces(best.x)
+    s2 = Q / (n - p)
+    s2a = float(np.exp(best.x) * s2)
+    return {"sigma2_alpha": s2a, "sigma2": float(s2), "beta": beta,
+            "lambda": s2a / (s2a + s2 / n_j)}
+
+
+def split_rhat(chains):
+    """The classic split R-hat (Gelman et al., BDA3 section 11.4) of draws (chains, draws).
+
+    Split each chain in half (2m chains of length n), then with W the mean of the
+    within-chain variances and B/n the variance of the chain means:
+    var_plus = (n - 1)/n W + B/n,  R-hat = sqrt(var_plus / W).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(1).normal(size=(4, 1000))
+    >>> round(split_rhat(x), 2)
+    1.0
+    """
+    x = np.asarray(chains, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 4:
+        raise TeachLMMError("split_rhat: chains must be a (chains, draws) array with at least 4 draws")
+    half = x.shape[1] // 2
+    halves = np.concatenate([x[:, :half], x[:, -half:]])     # drop the middle draw if odd
+    n = half
+    W = halves.var(axis=1, ddof=1).mean()
+    B_over_n = halves.mean(axis=1).var(ddof=1)
+    return float(np.sqrt(((n - 1) / n * W + B_over_n) / W))
+
+
+# ----------------------------------------------------------------------------
+# the radon fits the checks need (computed once)
+# ----------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _radon():
+    return load_radon()
+
+
+@lru_cache(maxsize=None)
+def _radon_model(formula):
+    return Model(formula, _radon())
+
+
+@lru_cache(maxsize=None)
+def _radon_em(formula, reml=True):
+    """EM variance components (G, sigma2) of a radon model."""
+    from . import em                      # the checks below use EM for G, sigma2 only
+    fit = em.fit(_radon_model(formula), reml=reml)
+    return fit.G, fit.sigma2
+
+
+def _codes(values):
+    return np.unique(np.asarray(values), return_inverse=True)[1]
+
+
+def _model(formula, data):
+    """The model to check against: radon (cached) when data is None."""
+    return _radon_model(formula) if data is None else Model(formula, data)
+
+
+def _index(model, group):
+    labels = [str(g) for g in model.groups]
+    if str(group) not in labels:
+        raise TeachLMMError(f"there is no {model.group_name} {group!r}; the labels run {labels[0]} .. "
+                            f"{labels[-1]}")
+    return labels.index(str(group))
+
+
+# ----------------------------------------------------------------------------
+# chapter 1-2: the data, pooling
+# ----------------------------------------------------------------------------
+
+def check_county_mean(answer, county, tol=5e-4):
+    """Exercise: the no-pooling estimate of a county, its average log radon.
+
+    Parameters
+    ----------
+    answer : float
+    county : int, 1..85
+    tol : float, how far off a rounded answer may be.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_county_mean(0.66, county=1)
+    Correct: the average log radon of county 1 = 0.6604 (you said 0.6600).
+    True
+    """
+    d = _radon()
+    if county not in set(d["county"].astype(int)):
+        raise TeachLMMError(f"there is no county {county!r}; counties are numbered 1..85")
+    y = d["log_radon"][d["county"] == county]
+    expected = float(np.mean(y))
+    hint = (f"county {county} has {len(y)} houses; average their log_radon: "
+            f"data['log_radon'][data['county'] == {county}].mean().")
+    if np.isclose(answer, np.mean(np.exp(y)), atol=tol):
+        hint = "you averaged radon on the raw scale; average log_radon instead."
+    return _verdict(abs(answer - expected) <= tol, f"the average log radon of county {county}",
+                    expected, answer, hint)
+
+
+def check_shrinkage_factor(answer, n_j, sigma2_alpha, sigma2, tol=5e-3):
+    """Exercise: the shrinkage factor lambda_j = sigma2_alpha / (sigma2_alpha + sigma2 / n_j).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_shrinkage_factor(0.6, n_j=4, sigma2_alpha=0.1, sigma2=0.57)
+    Not yet: you said 0.6000, but lambda_j = 0.4124.
+    Hint: lambda_j = sigma2_alpha / (sigma2_alpha + sigma2 / n_j): the county's own mean has sampling variance sigma2 / n_j.
+    False
+    """
+    if not (n_j >= 1 and sigma2_alpha >= 0 and sigma2 > 0):
+        raise TeachLMMError("check_shrinkage_factor: need n_j >= 1, sigma2_alpha >= 0 and sigma2 > 0")
+    expected = sigma2_alpha / (sigma2_alpha + sigma2 / n_j)
+    hint = ("lambda_j = sigma2_alpha / (sigma2_alpha + sigma2 / n_j): the county's own mean has "
+            "sampling variance sigma2 / n_j.")
+    if np.isclose(answer, 1 - expected, atol=tol):
+        hint = "that is 1 - lambda_j, the weight on the state-wide mean; lambda_j weighs the county's own mean."
+    return _verdict(abs(answer - expected) <= tol, "lambda_j", expected, answer, hint)
+
+
+def check_partial_pooling(answer, county, tol=5e-4):
+    """Exercise: the partial-pooling estimate of a county's mean log radon in M0 ``(1 | county)``.
+
+    The check fits M0 by REML itself (:func:`random_intercept_reml`) and uses
+    alpha_hat_j = mu_hat + lambda_j (ybar_j - mu_hat).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_partial_pooling(1.0675, county=1)
+    Correct: the partial-pooling estimate for county 1 = 1.0675 (you said 1.0675).
+    True
+    """
+    d = _radon()
+    codes = _codes(d["county"])
+    labels = np.unique(d["county"]).astype(int)
+    if county not in set(labels):
+        raise TeachLMMError(f"there is no county {county!r}; counties are numbered 1..85")
+    fit = random_intercept_reml(d["log_radon"], np.ones((len(codes), 1)), codes)
+    j = int(np.flatnonzero(labels == county)[0])
+    ybar = np.bincount(codes, weights=d["log_radon"]) / np.bincount(codes)
+    mu = fit["beta"][0]
+    expected = mu + fit["lambda"][j] * (ybar[j] - mu)
+    if np.isclose(answer, ybar[j], atol=tol):
+        hint = "that is the county's own mean (no pooling); pull it toward mu_hat by the factor lambda_j."
+    else:
+        hint = (f"alpha_j = mu_hat + lambda_j (ybar_j - mu_hat) with mu_hat = {mu:.4f} and "
+                f"lambda_j = {fit['lambda'][j]:.4f} for this county; or read coef() of the fitted M0.")
+    return _verdict(abs(answer - expected) <= tol, f"the partial-pooling estimate for county {county}",
+                    expected, answer, hint)
+
+
+# ----------------------------------------------------------------------------
+# chapter 3: varying intercepts
+# ----------------------------------------------------------------------------
+
+def check_icc(answer, formula=M1, data=None, tol=1e-3):
+    """Exercise: the intraclass correlation sigma2_alpha / (sigma2_alpha + sigma2) of a random-intercept model.
+
+    Parameters
+    ----------
+    answer : float
+    formula : str, a model with one random intercept ``(1 | group)``; default the lecture's M1.
+    data : dict, optional; default the radon data.
+    tol : float
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_icc(0.159)
+    Correct: the intraclass correlation = 0.1587 (you said 0.1590).
+    True
+    """
+    model = _model(formula, data)
+    if model.q != 1 or model.ranef_names != ["(Intercept)"]:
+        raise TeachLMMError("check_icc: the ICC is defined here for a random-intercept model, "
+                            "formula '... + (1 | group)'")
+    fit = random_intercept_reml(model.y, model.X, model.codes)
+    s2a, s2 = fit["sigma2_alpha"], fit["sigma2"]
+    expected = s2a / (s2a + s2)
+    hint = "ICC = sigma2_alpha / (sigma2_alpha + sigma2): take fit.G[0, 0] and fit.sigma2 (or fit.icc)."
+    if np.isclose(answer, s2a / s2, atol=tol):
+        hint = "you divided by sigma2 alone; the denominator is the total, sigma2_alpha + sigma2."
+    elif np.isclose(answer, np.sqrt(s2a) / (np.sqrt(s2a) + np.sqrt(s2)), atol=tol):
+        hint = "use variances, not standard deviations."
+    return _verdict(abs(answer - expected) <= tol, "the intraclass correlation", expected, answer, hint)
+
+
+# ----------------------------------------------------------------------------
+# chapter 4: varying intercepts and slopes (M3)
+# ----------------------------------------------------------------------------
+
+def check_county2_line(a, b, tol=5e-4):
+    """Exercise: county 2's fitted line in M3, y_hat = a + b x (the lecture: 0.933 - 0.771 x).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_county2_line(0.933, -0.771)
+    Correct: county 2's (intercept, slope) = [0.9334, -0.7708] (you said [0.9330, -0.7710]).
+    True
+    """
+    model = _radon_model(M3)
+    G, sigma2 = _radon_em(M3)
+    beta, bl = dense_gls_blup(model, G, sigma2)
+    j = _index(model, 2)
+    expected = beta + bl[j]                    # (mu_alpha + xi_2, mu_beta + zeta_2)
+    answer = np.array([a, b], dtype=float)
+    if _close(answer, beta, tol):
+        hint = "those are the fixed effects (the state-wide line); add county 2's ranef row."
+    elif _close(answer, bl[j], tol):
+        hint = "those are county 2's deviations (ranef); add the fixed effects: fixef + ranef."
+    elif _close(answer, beta - bl[j], tol):
+        hint = "check the signs: the county's line is fixef PLUS ranef."
+    else:
+        hint = "fixef(M3) + ranef(M3) for county 2, or directly fit.coef for county 2's row."
+    return _verdict(_close(answer, expected, tol), "county 2's (intercept, slope)", expected, answer, hint)
+
+
+def check_composite_variance(answer, x, tol=5e-4):
+    """Exercise: Var(y_ij) in M3 for a house with floor x: sigma_a^2 + 2 x cov + x^2 sigma_b^2 + sigma2.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_composite_variance(0.7155, x=1)
+    Correct: Var(xi_j + x zeta_j + eps_ij) at x = 1 = 0.7155 (you said 0.7155).
+    True
+    """
+    G, sigma2 = _radon_em(M3)
+    z = np.array([1.0, float(x)])
+    expected = float(z @ G @ z + sigma2)
+    if np.isclose(answer, G[0, 0] + x ** 2 * G[1, 1] + sigma2, atol=tol):
+        hint = "you left out the covariance term 2 x Cov(xi_j, zeta_j) = 2 x G[0, 1]."
+    elif np.isclose(answer, expected - sigma2, atol=tol):
+        hint = "add the house-level variance sigma2 (fit.sigma2)."
+    else:
+        hint = "Var = G[0,0] + 2 x G[0,1] + x^2 G[1,1] + sigma2, i.e. z'Gz + sigma2 with z = (1, x)."
+    return _verdict(abs(answer - expected) <= tol, f"Var(xi_j + x zeta_j + eps_ij) at x = {x:g}",
+                    expected, answer, hint)
+
+
+# ----------------------------------------------------------------------------
+# chapter 5: the cross-level interaction (M4)
+# ----------------------------------------------------------------------------
+
+def _alpha_beta(model, G, sigma2, u):
+    beta, b = dense_gls_blup(model, G, sigma2)
+    alpha = beta[0] + beta[2] * u + b[:, 0]
+    slope = beta[1] + beta[3] * u + b[:, 1]
+    return alpha, slope, beta
+
+
+def check_alpha_beta(alpha, beta, tol=5e-4):
+    """Exercise: M4's county intercepts alpha_j and slopes beta_j (85 each, in county order).
+
+    alpha_j = gamma0_a + gamma1_a u_j + eta_j^a, beta_j = gamma0_b + gamma1_b u_j + eta_j^b.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> fit = tl.em.fit(tl.Model(tl.exercises.M4, tl.load_radon()))
+    >>> tl.exercises.check_alpha_beta(fit.coef[:, 0], fit.coef[:, 1])     # forgot the u_j terms
+    Not yet: you said [1.4587, 1.4956, 1.4769, 1.5276, ...], but M4's (alpha_j, beta_j) = [0.9018, 0.8109, 1.3852, 1.0480, ...].
+    Hint: coef() does not contain the u_j terms: alpha_j = coef[:, 0] + coef[:, 2] * u_j and beta_j = coef[:, 1] + coef[:, 3] * u_j.
+    False
+    """
+    model = _radon_model(M4)
+    G, sigma2 = _radon_em(M4)
+    first = np.array([rows[0] for rows in _group_rows(model)])
+    u = _radon()["log_uranium"][first]
+    exp_a, exp_b, gamma = _alpha_beta(model, G, sigma2, u)
+    answer = np.stack([_as_answer(alpha, (model.J,), "alpha"), _as_answer(beta, (model.J,), "beta")])
+    expected = np.stack([exp_a, exp_b])
+    if _close(answer[0], exp_a - gamma[2] * u, tol):
+        hint = ("coef() does not contain the u_j terms: alpha_j = coef[:, 0] + coef[:, 2] * u_j and "
+                "beta_j = coef[:, 1] + coef[:, 3] * u_j.")
+    elif _close(answer[0], gamma[0] + gamma[2] * u, tol):
+        hint = "that is the group-level regression only; add each county's random effect (ranef)."
+    else:
+        hint = ("alpha_j = coef[:, 0] + coef[:, 2] * u_j, beta_j = coef[:, 1] + coef[:, 3] * u_j, with u_j "
+                "the county's log_uranium, counties in the order of fit.groups.")
+    return _verdict(_close(answer, expected, tol), "M4's (alpha_j, beta_j)", expected, answer, hint)
+
+
+def check_reml_criterion(answer, G, sigma2, formula=M4, data=None, tol=0.01):
+    """Exercise: the REML criterion (-2 x restricted log-likelihood) at given (G, sigma2).
+
+    The check computes it from each group's V_j (:func:`dense_reml_criterion`).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> G = [[0.0, 0.0], [0.0, 0.139213]]             # lme4 1.1-31's default stopping point
+    >>> tl.exercises.check_reml_criterion(2132.24, G, 0.573513)
+    Correct: the REML criterion = 2132.24 (you said 2132.24).
+    True
+    """
+    model = _model(formula, data)
+    G = np.atleast_2d(np.asarray(G, dtype=float))
+    if G.shape != (model.q, model.q):
+        raise TeachLMMError(f"check_reml_criterion: G must be {model.q} x {model.q} for this model")
+    expected = dense_reml_criterion(model, G, sigma2)
+    if np.isclose(answer, -expected / 2, atol=tol):
+        hint = "that is the restricted log-likelihood; the criterion is -2 times it."
+    elif np.isclose(answer, expected / 2, atol=tol):
+        hint = "the criterion is -2 x logLik, not -logLik."
+    else:
+        hint = "-2 * tl.MixedModelResult(model, G, sigma2, reml=True).loglik"
+    return _verdict(abs(answer - expected) <= tol, "the REML criterion", expected, answer, hint, digits=2)
+
+
+# ----------------------------------------------------------------------------
+# chapter 6: EM
+# ----------------------------------------------------------------------------
+
+def check_em_step(G_new, sigma2_new, G, sigma2, formula=M3, data=None, reml=True, tol=1e-6):
+    """Exercise: one EM step by hand, from (G, sigma2) to (G_new, sigma2_new).
+
+    The check takes the conditional-moment road (:func:`dense_em_step`).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model(tl.exercises.M3, tl.load_radon())
+    >>> s0 = tl.em.init(model)
+    >>> s1 = tl.em.step(s0)
+    >>> tl.exercises.check_em_step(s1.G, s1.sigma2, s0.G, s0.sigma2)
+    Correct: one EM step gives (G, sigma2) = [0.3007, -0.1264, -0.1264, 1.8642, ...] (you said [0.3007, -0.1264, -0.1264, 1.8642, ...]).
+    True
+    """
+    model = _model(formula, data)
+    G = np.atleast_2d(np.asarray(G, dtype=float))
+    G_exp, s2_exp = dense_em_step(model, G, sigma2, reml=reml)
+    answer = np.append(np.ravel(G_new), sigma2_new)
+    expected = np.append(G_exp.ravel(), s2_exp)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    ok = _close(answer, expected, tol * scale)
+    G_other, s2_other = dense_em_step(model, G, sigma2, reml=not reml)
+    if not ok and _close(answer, np.append(G_other.ravel(), s2_other), tol * scale):
+        hint = f"that is the {'ML' if reml else 'REML'} step; this check is for {'REML' if reml else 'ML'}."
+    else:
+        hint = ("G_new = mean over groups of (b_j b_j' + Var(b_j | y)); sigma2_new = (rss + sigma2 * trace) / n "
+                "with the E-step quantities of the state at (G, sigma2).")
+    return _verdict(ok, "one EM step gives (G, sigma2)", expected, answer, hint)
+
+
+# ----------------------------------------------------------------------------
+# chapter 7-8: Gibbs and BLUP
+# ----------------------------------------------------------------------------
+
+def check_split_rhat(answer, chains, tol=1e-3):
+    """Exercise: the classic split R-hat of draws (chains, draws), by the formula.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> x = np.random.default_rng(0).normal(size=(4, 200))
+    >>> x[0] += 1.0                                      # one chain stuck elsewhere
+    >>> tl.exercises.check_split_rhat(1.0, x)
+    Not yet: you said 1.0000, but split R-hat = 1.1094.
+    Hint: split each chain in half; W = mean within-half variance, B/n = variance of the half means; R-hat = sqrt(((n-1)/n W + B/n) / W).
+    False
+    """
+    expected = split_rhat(chains)
+    hint = ("split each chain in half; W = mean within-half variance, B/n = variance of the half means; "
+            "R-hat = sqrt(((n-1)/n W + B/n) / W).")
+    return _verdict(abs(answer - expected) <= tol, "split R-hat", expected, answer, hint)
+
+
+def check_blup(b, G, sigma2, formula=M3, data=None, tol=1e-5):
+    """Exercise: the BLUPs b_hat_j (J x q) at typed-in variance components (G, sigma2).
+
+    The check uses b_hat_j = G Z_j'V_j^-1 (y_j - X_j beta_hat) (:func:`dense_gls_blup`).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> G = [[0.2, 0.0], [0.0, 0.2]]                     # "what if" the counties varied more
+    >>> model = tl.Model(tl.exercises.M3, tl.load_radon())
+    >>> b = tl.MixedModelResult(model, G, 0.55).ranef
+    >>> tl.exercises.check_blup(b, G, 0.55)
+    Correct: the BLUPs = [-0.3958, 0.1029, -0.5527, -0.2893, ...] (you said [-0.3958, 0.1029, -0.5527, -0.2893, ...]).
+    True
+    """
+    model = _model(formula, data)
+    G = np.atleast_2d(np.asarray(G, dtype=float))
+    beta, expected = dense_gls_blup(model, G, sigma2)
+    answer = _as_answer(b, expected.shape, "b")
+    if _close(answer, expected + beta[:model.q], tol):
+        hint = "those look like coef (fixef + ranef); the BLUPs are the deviations, ranef."
+    else:
+        hint = "tl.blup.fit(model, G, sigma2).ranef, or M_j^-1 Z_j'(y_j - X_j beta_hat) group by group."
+    return _verdict(_close(answer, expected, tol), "the BLUPs", expected, answer, hint)
+
+
+def check_alpha_rmse(answer, seed, n_groups=85, tol=5e-4):
+    """Exercise (simulated truth): the RMSE of M4's partial-pooling alpha_j against the true alpha_j.
+
+    Simulate with ``tl.simulate(n_groups=n_groups, seed=seed)``, fit
+    ``truth["formula"]`` by REML, compute alpha_j = coef[:, 0] + coef[:, 2] u_j, and
+    answer sqrt(mean((alpha_hat_j - alpha_j)^2)) against ``truth["alpha"]``.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_alpha_rmse(0.5, seed=1, n_groups=30)
+    Not yet: you said 0.5000, but the RMSE of alpha_hat_j = 0.1496.
+    Hint: alpha_hat_j = coef[:, 0] + coef[:, 2] * u_j (u_j: truth['u']); RMSE = sqrt(mean((alpha_hat - truth['alpha'])**2)).
+    False
+    """
+    from . import em
+    data, truth = simulate(n_groups=n_groups, seed=seed)
+    model = Model(truth["formula"], data)
+    with warnings.catch_warnings():                 # a boundary fit is fine here; the check stays quiet
+        warnings.simplefilter("ignore", BoundaryWarning)
+        fit = em.fit(model)
+    alpha, _, _ = _alpha_beta(model, fit.G, fit.sigma2, truth["u"])
+    expected = float(np.sqrt(np.mean((alpha - truth["alpha"]) ** 2)))
+    hint = ("alpha_hat_j = coef[:, 0] + coef[:, 2] * u_j (u_j: truth['u']); "
+            "RMSE = sqrt(mean((alpha_hat - truth['alpha'])**2)).")
+    return _verdict(abs(answer - expected) <= tol, "the RMSE of alpha_hat_j", expected, answer, hint)

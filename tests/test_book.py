@@ -1,0 +1,86 @@
+"""Light checks of the book's sources (the full build, which executes every page, runs in .ci/run)."""
+import importlib.util
+import pathlib
+import re
+
+import pytest
+
+BOOK = pathlib.Path(__file__).resolve().parents[1] / "book"
+
+
+def toc_files():
+    """The `file:` entries of _toc.yml, in order (the TOC is simple enough for a regex)."""
+    text = (BOOK / "_toc.yml").read_text()
+    root = re.search(r"^root:\s*(\S+)", text, flags=re.M).group(1)
+    files = re.findall(r"^\s*-\s*file:\s*(\S+)", text, flags=re.M)
+    return [root] + files
+
+
+def page(name):
+    return BOOK / (name if name.endswith(".md") else name + ".md")
+
+
+def test_toc_lists_existing_pages_once():
+    files = toc_files()
+    assert len(files) == len(set(files))
+    missing = [f for f in files if not page(f).exists()]
+    assert not missing, f"_toc.yml lists pages that do not exist: {missing}"
+
+
+def test_every_page_is_in_the_toc():
+    listed = {page(f).name for f in toc_files()}
+    pages = {p.name for p in BOOK.glob("*.md") if p.name != "README.md"}
+    assert pages <= listed, f"pages not in _toc.yml (they would not be built): {sorted(pages - listed)}"
+
+
+@pytest.mark.parametrize("name", toc_files())
+def test_page_has_a_title_and_runnable_front_matter(name):
+    text = page(name).read_text()
+    has_code = "```{code-cell}" in text
+    if has_code:
+        assert text.startswith("---\n"), f"{name}: a page with code cells needs MyST-NB front matter"
+        front = text.split("---\n")[1]
+        assert "kernelspec:" in front and "name: python3" in front, f"{name}: kernelspec python3 missing"
+        assert "format_name: myst" in front
+        assert ":tags: [raises-exception]" not in text, f"{name}: a cell may not be allowed to fail"
+    body = text.split("---\n", 2)[2] if text.startswith("---\n") else text
+    assert re.search(r"^# \S", body, flags=re.M), f"{name}: no '# Title' line"
+
+
+def test_config_executes_every_page_and_fails_on_errors():
+    cfg = (BOOK / "_config.yml").read_text()
+    assert re.search(r"execute_notebooks:\s*force", cfg)
+    assert re.search(r"allow_errors:\s*false", cfg)
+    assert re.search(r"nb_execution_raise_on_error:\s*true", cfg)
+    assert "sphinx-mathjax-offline" in cfg
+    assert re.search(r"offline_html:\s*_ext", cfg)
+
+
+def _offline_extension():
+    spec = importlib.util.spec_from_file_location("offline_html", BOOK / "_ext" / "offline_html.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_offline_checker_finds_remote_scripts_and_stylesheets():
+    ext = _offline_extension()
+    assert ext.remote_loads('<script src="https://cdn.example/mathjax.js"></script>')
+    assert ext.remote_loads('<script defer src="//cdn.example/x.js"></script>')
+    assert ext.remote_loads('<link rel="stylesheet" href="https://fonts.example/css">')
+    assert ext.remote_loads("<style>@import url('https://fonts.example/a.css');</style>")
+    local = ('<script src="_static/mathjax/tex-chtml.js"></script>'
+             '<link rel="stylesheet" href="_static/styles/theme.css">'
+             '<a href="https://example.org">a link is not a load</a>'
+             '<link rel="canonical" href="https://example.org/">')
+    assert ext.remote_loads(local) == []
+
+
+def test_exercises_page_has_hidden_solutions_that_assert_their_check():
+    text = page("exercises").read_text()
+    exercises = re.findall(r"^## \d+\. ", text, flags=re.M)
+    assert len(exercises) >= 8
+    solutions = re.findall(r"```\{code-cell\}[^\n]*\n:tags: \[hide-cell\]\n(.*?)```", text, flags=re.S)
+    assert len(solutions) == len(exercises)
+    for code in solutions:
+        assert re.search(r"assert tl\.exercises\.check_\w+\(", code), code[:80]

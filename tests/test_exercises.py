@@ -1,0 +1,245 @@
+"""The exercise checks: right answers pass, wrong ones fail with a hint, and the checks'
+own (independent) computations agree with lme4 and with teachlmm's fitting code."""
+import contextlib
+import io
+
+import numpy as np
+import pytest
+
+import teachlmm as tl
+from teachlmm import exercises as ex
+
+from conftest import FORMULAS, as_array
+
+
+def run(check, *args, **kwargs):
+    """Call a check; return (result, printed text)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = check(*args, **kwargs)
+    return result, out.getvalue()
+
+
+def row(entry, county):
+    return entry["groups"].index(str(county))
+
+
+# ----------------------------------------------------------------------------
+# the independent roads against lme4
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["M0", "M1", "M3u", "M3", "M4"])
+def test_dense_reml_criterion_is_lme4s(name, radon, lme4):
+    ref = lme4[f"{name}_REML"]
+    model = tl.Model(FORMULAS[name], radon)
+    crit = ex.dense_reml_criterion(model, as_array(ref["G"]), ref["sigma2"])
+    assert crit == pytest.approx(ref["REMLcrit"], abs=1e-6)
+
+
+def test_dense_reml_criterion_at_lme4s_default_point(radon, lme4):
+    default = lme4["M4_REML"]["default_fit"]
+    model = tl.Model(FORMULAS["M4"], radon)
+    assert ex.dense_reml_criterion(model, as_array(default["G"]), default["sigma2"]) == pytest.approx(
+        default["REMLcrit"], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["M3", "M4"])
+def test_dense_blup_is_lme4s(name, radon, lme4):
+    ref = lme4[f"{name}_REML"]
+    model = tl.Model(FORMULAS[name], radon)
+    beta, b = ex.dense_gls_blup(model, as_array(ref["G"]), ref["sigma2"])
+    np.testing.assert_allclose(beta, list(ref["fixef"].values()), atol=1e-8)
+    np.testing.assert_allclose(b, as_array(ref["ranef"]), atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["M0", "M1"])
+def test_random_intercept_reml_is_lme4s(name, radon, lme4):
+    ref = lme4[f"{name}_REML"]
+    model = tl.Model(FORMULAS[name], radon)
+    fit = ex.random_intercept_reml(model.y, model.X, model.codes)
+    assert fit["sigma2_alpha"] == pytest.approx(ref["G"][0][0], rel=1e-6)
+    assert fit["sigma2"] == pytest.approx(ref["sigma2"], rel=1e-6)
+    np.testing.assert_allclose(fit["beta"], list(ref["fixef"].values()), atol=1e-6)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_dense_em_step_has_lme4s_optimum_as_fixed_point(reml, radon, lme4):
+    """At the (RE)ML optimum an EM step goes nowhere: a check of the E- and M-step formulas."""
+    ref = lme4["M3_REML" if reml else "M3_ML"]
+    model = tl.Model(FORMULAS["M3"], radon)
+    G_new, s2_new = ex.dense_em_step(model, as_array(ref["G"]), ref["sigma2"], reml=reml)
+    np.testing.assert_allclose(G_new, as_array(ref["G"]), atol=2e-6)
+    assert s2_new == pytest.approx(ref["sigma2"], abs=2e-6)
+
+
+def test_dense_em_step_moves_away_from_a_non_optimum(radon):
+    model = tl.Model(FORMULAS["M3"], radon)
+    G_new, _ = ex.dense_em_step(model, np.diag([0.5, 0.5]), 0.6)
+    assert np.abs(G_new - np.diag([0.5, 0.5])).max() > 0.05
+
+
+@pytest.mark.parametrize("name,reml", [("M1", True), ("M3", True), ("M3", False), ("M3u", True), ("M4", False)])
+def test_two_roads_to_one_em_step(name, reml, radon):
+    """teachlmm.em.step (mixed-model equations) and dense_em_step (conditional moments) agree."""
+    model = tl.Model(FORMULAS[name], radon)
+    s1 = tl.em.step(tl.em.init(model, reml=reml))
+    G_new, s2_new = ex.dense_em_step(model, s1.G, s1.sigma2, reml=reml)
+    s2 = tl.em.step(s1)
+    np.testing.assert_allclose(G_new, s2.G, atol=1e-12)
+    assert s2_new == pytest.approx(s2.sigma2, abs=1e-12)
+
+
+def test_split_rhat_is_arviz_split_rhat():
+    az = pytest.importorskip("arviz")
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4, 301))
+    x[1] += 0.4
+    assert ex.split_rhat(x) == pytest.approx(float(az.rhat(x, method="split")), rel=1e-10)
+
+
+def test_split_rhat_sees_a_stuck_chain():
+    x = np.random.default_rng(0).normal(size=(4, 500))
+    assert ex.split_rhat(x) < 1.01
+    x[2] += 1.0
+    assert ex.split_rhat(x) > 1.05
+
+
+# ----------------------------------------------------------------------------
+# each check: right answers pass, wrong answers fail with a hint
+# ----------------------------------------------------------------------------
+
+def test_check_county_mean(radon):
+    own = [float(y) for y, c in zip(radon["log_radon"], radon["county"]) if c == 2]
+    ok, text = run(ex.check_county_mean, round(sum(own) / len(own), 3), county=2)
+    assert ok is True and text.startswith("Correct")
+    ok, text = run(ex.check_county_mean, sum(np.exp(own)) / len(own), county=2)
+    assert ok is False and "raw scale" in text
+
+
+def test_check_shrinkage_factor():
+    assert run(ex.check_shrinkage_factor, 0.412, n_j=4, sigma2_alpha=0.1, sigma2=0.57)[0] is True
+    ok, text = run(ex.check_shrinkage_factor, 0.588, n_j=4, sigma2_alpha=0.1, sigma2=0.57)
+    assert ok is False and "1 - lambda_j" in text
+
+
+def test_check_partial_pooling_uses_m0(lme4):
+    ref = lme4["M0_REML"]
+    assert run(ex.check_partial_pooling, ref["coef"][row(ref, 1)][0], county=1)[0] is True
+    ok, text = run(ex.check_partial_pooling, 0.6604, county=1)          # the county's own mean
+    assert ok is False and "no pooling" in text
+
+
+def test_check_icc(lme4):
+    g, s2 = lme4["M1_REML"]["G"][0][0], lme4["M1_REML"]["sigma2"]
+    assert run(ex.check_icc, g / (g + s2))[0] is True
+    ok, text = run(ex.check_icc, g / s2)
+    assert ok is False and "denominator" in text
+
+
+def test_check_icc_on_simulated_data_agrees_with_em():
+    formula = "y ~ 1 + x + u + x:u + (1 | group)"
+    sim, _ = tl.simulate(G=[[0.1, 0.0], [0.0, 0.0]], sigma2=0.56, seed=11)
+    est = tl.em.fit(tl.Model(formula, sim)).icc
+    assert run(ex.check_icc, est, formula=formula, data=sim, tol=1e-6)[0] is True
+
+
+def test_check_county2_line(lme4):
+    ref = lme4["M3_REML"]
+    a, b = ref["coef"][row(ref, 2)]
+    assert run(ex.check_county2_line, a, b)[0] is True
+    assert run(ex.check_county2_line, 0.933, -0.771)[0] is True             # the lecture's rounding
+    ok, text = run(ex.check_county2_line, *ref["fixef"].values())
+    assert ok is False and "fixed effects" in text
+    ok, text = run(ex.check_county2_line, *ref["ranef"][row(ref, 2)])
+    assert ok is False and "ranef" in text
+
+
+def test_check_composite_variance(lme4):
+    G, s2 = as_array(lme4["M3_REML"]["G"]), lme4["M3_REML"]["sigma2"]
+    for x in (0, 1):
+        z = np.array([1.0, x])
+        assert run(ex.check_composite_variance, z @ G @ z + s2, x=x)[0] is True
+    ok, text = run(ex.check_composite_variance, G[0, 0] + G[1, 1] + s2, x=1)
+    assert ok is False and "covariance" in text
+
+
+def test_check_alpha_beta(lme4):
+    ref = lme4["lecture_alpha_beta_M4"]
+    assert run(ex.check_alpha_beta, ref["alpha"], ref["beta"])[0] is True
+    coef = as_array(lme4["M4_REML"]["coef"])
+    ok, text = run(ex.check_alpha_beta, coef[:, 0], coef[:, 1])
+    assert ok is False and "u_j" in text
+    with pytest.raises(tl.TeachLMMError, match="shape"):
+        ex.check_alpha_beta(ref["alpha"][:10], ref["beta"])
+
+
+def test_check_reml_criterion(lme4):
+    default = lme4["M4_REML"]["default_fit"]
+    assert run(ex.check_reml_criterion, default["REMLcrit"], default["G"], default["sigma2"])[0] is True
+    opt = lme4["M4_REML"]
+    assert run(ex.check_reml_criterion, opt["REMLcrit"], opt["G"], opt["sigma2"])[0] is True
+    ok, text = run(ex.check_reml_criterion, opt["loglik"], opt["G"], opt["sigma2"])
+    assert ok is False and "-2" in text
+    assert run(ex.check_reml_criterion, opt["REMLcrit"], default["G"], default["sigma2"])[0] is False
+
+
+def test_check_em_step(radon):
+    model = tl.Model(FORMULAS["M3"], radon)
+    s0 = tl.em.init(model)
+    s1 = tl.em.step(s0)
+    assert run(ex.check_em_step, s1.G, s1.sigma2, s0.G, s0.sigma2)[0] is True
+    assert run(ex.check_em_step, s1.G * 1.01, s1.sigma2, s0.G, s0.sigma2)[0] is False
+    G_ml, s2_ml = ex.dense_em_step(model, s0.G, s0.sigma2, reml=False)
+    ok, text = run(ex.check_em_step, G_ml, s2_ml, s0.G, s0.sigma2)
+    assert ok is False and "ML step" in text
+
+
+def test_check_em_step_on_simulated_data():
+    sim, truth = tl.simulate(n_groups=40, seed=5)
+    model = tl.Model(truth["formula"], sim)
+    s0 = tl.em.init(model, reml=False)
+    s1 = tl.em.step(s0)
+    assert run(ex.check_em_step, s1.G, s1.sigma2, s0.G, s0.sigma2, formula=truth["formula"], data=sim,
+               reml=False)[0] is True
+
+
+def test_check_split_rhat():
+    x = np.random.default_rng(3).normal(size=(4, 200))
+    assert run(ex.check_split_rhat, ex.split_rhat(x), x)[0] is True
+    assert run(ex.check_split_rhat, 1.5, x)[0] is False
+
+
+def test_check_blup(radon, lme4):
+    ref = lme4["M3_REML"]
+    assert run(ex.check_blup, ref["ranef"], ref["G"], ref["sigma2"])[0] is True
+    ok, text = run(ex.check_blup, ref["coef"], ref["G"], ref["sigma2"])
+    assert ok is False and "coef" in text
+
+
+def test_check_alpha_rmse():
+    sim, truth = tl.simulate(seed=21)
+    fit = tl.em.fit(tl.Model(truth["formula"], sim))
+    alpha = fit.coef[:, 0] + fit.coef[:, 2] * truth["u"]
+    rmse = float(np.sqrt(np.mean((alpha - truth["alpha"]) ** 2)))
+    assert run(ex.check_alpha_rmse, rmse, seed=21)[0] is True
+    assert run(ex.check_alpha_rmse, rmse + 0.01, seed=21)[0] is False
+
+
+def test_bad_input_says_what_to_do():
+    with pytest.raises(tl.TeachLMMError, match="counties are numbered"):
+        ex.check_county_mean(1.0, county=0)
+    with pytest.raises(tl.TeachLMMError, match="random-intercept"):
+        ex.check_icc(0.1, formula=FORMULAS["M3"])
+    with pytest.raises(tl.TeachLMMError, match="2 x 2"):
+        ex.check_reml_criterion(2000.0, [[0.1]], 0.5)
+    with pytest.raises(tl.TeachLMMError):
+        ex.check_shrinkage_factor(0.5, n_j=0, sigma2_alpha=0.1, sigma2=0.5)
+
+
+def test_every_check_returns_a_bool_and_is_used_in_the_book():
+    import pathlib
+    book = (pathlib.Path(__file__).resolve().parents[1] / "book" / "exercises.md").read_text()
+    checks = [name for name in ex.__all__ if name.startswith("check_")]
+    assert len(checks) >= 8
+    for name in checks:
+        assert f"tl.exercises.{name}(" in book, f"{name} has no exercise in book/exercises.md"
