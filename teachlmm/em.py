@@ -38,6 +38,7 @@ updated as a regression coefficient - and accelerates it with SQUAREM
 (Varadhan & Roland 2008): two EM steps give a direction, and a longer step
 along it is taken only if it raises the log-likelihood further.
 """
+import functools
 import time
 import warnings
 from typing import Any, NamedTuple
@@ -72,6 +73,7 @@ class State(NamedTuple):
     ----------
     iteration : int
     G : (q, q) covariance of the random effects.   sigma2 : residual variance.
+    T : (q, q) relative factor, G = sigma2 T T' (lower triangular; zero columns on a boundary).
     beta : (p,) GLS fixed effects at (G, sigma2).
     b : (J, q) conditional means E(b_j | y) (the BLUPs).
     var_b : (J, q, q) conditional variances Var(b_j | y) (REML: beta integrated out).
@@ -85,6 +87,7 @@ class State(NamedTuple):
     iteration: int
     G: np.ndarray
     sigma2: float
+    T: np.ndarray
     beta: np.ndarray
     b: np.ndarray
     var_b: np.ndarray
@@ -102,17 +105,17 @@ def e_step(model, G, sigma2, reml, iteration=0):
     s = model.stats
     sol = mme.solve(s, G, sigma2)
     var_b = sol.Minv                                         # Var(b_j | y, beta) / sigma2 = M_j^-1
-    trace = np.sum(sol.Minv * s.ZtZ)                         # sum_j tr(M_j^-1 Z_j'Z_j)
+    trace = (sol.Minv * s.ZtZ).sum()                         # sum_j tr(M_j^-1 Z_j'Z_j)
     C, A_inv = np.zeros((model.J, model.q, model.p)), np.zeros((model.p, model.p))
     if reml and model.p:
         A_inv = np.linalg.inv(sol.A)
         C = -sol.Minv @ s.ZtX @ A_inv                        # Cov(b_j, beta | y) / sigma2, (J, q, p)
         var_b = var_b - C @ s.XtZ @ sol.Minv                 # + M^-1 Z'X A^-1 X'Z M^-1
-        trace = (np.sum(var_b * s.ZtZ)                       # tr(Var(b_j) Z_j'Z_j)
-                 + 2 * np.sum(C * s.ZtX)                     # 2 tr(Cov(b_j, beta) X_j'Z_j)
-                 + np.sum(A_inv * s.XtX_total))              # tr(Var(beta) X'X)
+        trace = ((var_b * s.ZtZ).sum()                       # tr(Var(b_j) Z_j'Z_j)
+                 + 2 * (C * s.ZtX).sum()                     # 2 tr(Cov(b_j, beta) X_j'Z_j)
+                 + (A_inv * s.XtX_total).sum())              # tr(Var(beta) X'X)
     ll = mme.loglik(s, G, sigma2, reml, sol)
-    return State(iteration, np.asarray(G, float), float(sigma2), sol.beta, sol.b, sigma2 * var_b,
+    return State(iteration, np.asarray(G, float), float(sigma2), sol.T, sol.beta, sol.b, sigma2 * var_b,
                  sigma2 * C, sigma2 * A_inv, ll, sol.rss, float(trace), reml, model)
 
 
@@ -207,13 +210,18 @@ def _theta(state):
     Any such vector maps back to a positive semi-definite G, so an extrapolated step
     never leaves the parameter space.
     """
-    L = np.sqrt(state.sigma2) * mme.relative_factor(state.G, state.sigma2)
-    return np.concatenate([L[np.tril_indices_from(L)], [np.log(state.sigma2)]])
+    L = np.sqrt(state.sigma2) * state.T
+    return np.concatenate([L[_tril(L.shape[0])], [np.log(state.sigma2)]])
+
+
+@functools.lru_cache(maxsize=None)
+def _tril(q):
+    return np.tril_indices(q)
 
 
 def _from_theta(theta, q):
     L = np.zeros((q, q))
-    L[np.tril_indices(q)] = theta[:-1]
+    L[_tril(q)] = theta[:-1]
     return L @ L.T, float(np.exp(theta[-1]))
 
 
@@ -225,34 +233,30 @@ def _change(a, b):
 def _squarem(state, F=None):
     """One SQUAREM iteration (scheme S3): two EM steps, an extrapolation, a stabilising EM step.
 
-    Falls back to the plain double EM step whenever the extrapolated point has a
-    lower log-likelihood, so it is never worse than plain EM.
+    With theta the parameters, r = F(theta) - theta and v = F(F(theta)) - 2 F(theta) + theta,
+    the extrapolated point is theta - 2 alpha r + alpha^2 v with alpha = -|r| / |v|
+    (alpha = -1 would be the plain double step). It is kept only if its
+    log-likelihood beats the double EM step's, so SQUAREM is never worse than plain EM.
     """
     F = step if F is None else F
     s1 = F(state)
     s2 = F(s1)
     t0, t1, t2 = _theta(state), _theta(s1), _theta(s2)
     r, v = t1 - t0, t2 - 2 * t1 + t0
-    if not np.any(v):
+    if not v.any():
         return s2
     alpha = min(-1.0, -np.linalg.norm(r) / np.linalg.norm(v))
-    for _ in range(10):                                 # back off toward the plain step if needed
-        G, sigma2 = _from_theta(t0 - 2 * alpha * r + alpha ** 2 * v, state.model.q)
-        G = G * state.model.G_mask
-        if np.isfinite(sigma2) and sigma2 > 0 and np.all(np.isfinite(G)):
-            s_new = e_step(state.model, G, sigma2, state.reml, state.iteration)
-            if s_new.loglik >= s2.loglik:
-                out = F(s_new)
-                return out._replace(iteration=state.iteration + 2)
-        alpha = (alpha - 1.0) / 2.0
-        if alpha > -1.0 - 1e-8:
-            break
+    G, sigma2 = _from_theta(t0 - 2 * alpha * r + alpha ** 2 * v, state.model.q)
+    if np.isfinite(sigma2) and sigma2 > 0 and np.isfinite(G).all():
+        s_new = e_step(state.model, G * state.model.G_mask, sigma2, state.reml, state.iteration)
+        if s_new.loglik >= s2.loglik:                   # keep the long step only if it is better
+            return F(s_new)._replace(iteration=state.iteration + 2)
     return s2
 
 
 def _is_singular(state, tol=1e-4):
     """lme4's rule: a diagonal element of the relative factor T (G = sigma2 T T') below tol."""
-    return bool(np.any(np.diag(mme.relative_factor(state.G, state.sigma2)) < tol))
+    return bool(np.any(np.diag(state.T) < tol))
 
 
 def step_factor(state):
@@ -285,26 +289,31 @@ def step_factor(state):
     True
     """
     model, s = state.model, state.model.stats
-    T0 = mme.relative_factor(state.G, state.sigma2)
-    keep = np.flatnonzero(np.diag(T0) > 0)                  # the r directions with variance
+    T0 = state.T
+    keep = np.flatnonzero(T0.diagonal() > 0)                # the r directions with variance
     r, q, p = keep.size, model.q, model.p
     Tk = T0[:, keep]
     P = np.linalg.solve(Tk.T @ Tk, Tk.T)                    # T^+ = (T'T)^-1 T', (r, q)
     m = state.b @ P.T                                        # E(u_j | y), (J, r)
     Ebb = state.b[:, :, None] * state.b[:, None, :] + state.var_b
-    Euu = P @ Ebb @ P.T                                      # E(u_j u_j' | y), (J, r, r)
+    Euu = mme.congruence(Ebb, P)                             # E(u_j u_j' | y) = P E(b_j b_j') P', (J, r, r)
     Ebu = (state.beta[None, :, None] * m[:, None, :]         # E(beta u_j' | y), (J, p, r)
            + np.swapaxes(state.cov_b_beta, 1, 2) @ P.T)
     S2 = s.Zty.T @ m - (s.ZtX @ Ebu).sum(0)                  # sum_j E(Z_j' r_j u_j'), (q, r)
-    S1 = np.einsum("jab,jqs->aqbs", Euu, s.ZtZ).reshape(r * q, r * q)   # sum_j Euu_j (x) Z_j'Z_j
-    allowed = model.G_mask[:, keep].T.ravel() > 0            # vec(T) column by column; blocks stay apart
+    S1 = (Euu.reshape(-1, r * r).T @ s.ZtZ.reshape(-1, q * q)     # sum_j Euu_j (x) Z_j'Z_j, the normal
+          ).reshape(r, r, q, q).transpose(0, 2, 1, 3).reshape(r * q, r * q)   # matrix for vec(T)
+    rhs = S2.T.ravel()                                       # vec(T) stacks T's columns
+    allowed = model.G_mask[:, keep].T.ravel() > 0            # blocks of G stay apart (`||` terms)
     vecT = np.zeros(r * q)
-    vecT[allowed] = np.linalg.solve(S1[np.ix_(allowed, allowed)], S2.T.ravel()[allowed])
+    if allowed.all():
+        vecT = np.linalg.solve(S1, rhs)
+    else:
+        vecT[allowed] = np.linalg.solve(S1[np.ix_(allowed, allowed)], rhs[allowed])
     T = vecT.reshape(r, q).T                                 # (q, r)
     Err = (s.yty_total - 2 * state.beta @ s.Xty_total        # E||y - X beta||^2
-           + state.beta @ s.XtX_total @ state.beta + np.sum(state.var_beta * s.XtX_total))
-    e2 = Err - 2 * np.sum(T * S2) + np.sum((T.T @ s.ZtZ @ T) * Euu)   # E||y - X beta - Z T u||^2
-    sigma2 = (e2 + np.trace(Euu, axis1=1, axis2=2).sum()) / (model.n + model.J * r)
+           + state.beta @ s.XtX_total @ state.beta + (state.var_beta * s.XtX_total).sum())
+    e2 = Err - 2 * rhs @ vecT + vecT @ S1 @ vecT             # E||y - X beta - Z T u||^2
+    sigma2 = (e2 + Euu.diagonal(0, 1, 2).sum()) / (model.n + model.J * r)
     G = sigma2 * T @ T.T                                    # G = sigma2 T T'
     return e_step(model, 0.5 * (G + G.T), sigma2, state.reml, state.iteration + 1)
 
@@ -316,7 +325,7 @@ def _boundary_candidate(state, tol=0.05):
     factor T (G = sigma2 T T') is below ``tol`` but not yet 0. Dropping column k
     of T leaves G with one rank less: a variance of 0, or a correlation of +-1.
     """
-    T = mme.relative_factor(state.G, state.sigma2)
+    T = state.T
     small = (np.diag(T) < tol) & (np.diag(T) > 0)
     if not np.any(small):
         return None

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["relative_factor", "inv_logdet", "Solution", "solve", "loglik", "gradient_G"]
+__all__ = ["relative_factor", "congruence", "inv_logdet", "Solution", "solve", "loglik", "gradient_G"]
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -56,6 +56,19 @@ def relative_factor(G, sigma2):
         T[k, k] = np.sqrt(d)
         T[k + 1:, k] = (S[k + 1:, k] - T[k + 1:, :k] @ T[k, :k]) / T[k, k]
     return T
+
+
+def congruence(B, T):
+    """T B_j T' for every matrix B_j of a stack (J, k, k), as one matrix product.
+
+    Entry by entry, (T B T')[a, c] = sum_bd T[a, b] T[c, d] B[b, d]: the flattened
+    result is the Kronecker product K = T (x) T times the flattened B_j, so the
+    whole stack is one (J, k^2) x (k^2, m^2) product instead of J small ones.
+    """
+    J, k = B.shape[0], B.shape[1]
+    m = T.shape[0]
+    K = (T[:, None, :, None] * T[None, :, None, :]).reshape(m * m, k * k)   # K[(a,c),(b,d)] = T[a,b] T[c,d]
+    return (B.reshape(J, k * k) @ K.T).reshape(J, m, m)
 
 
 def inv_logdet(M):
@@ -131,9 +144,9 @@ def solve(stats, G, sigma2, beta_precision=None, beta=None):
     s = stats
     T = relative_factor(G, sigma2)
     q = T.shape[0]
-    Mt = T.T @ s.ZtZ @ T + np.eye(q)                        # M~_j = T'Z_j'Z_j T + I
+    Mt = congruence(s.ZtZ, T.T) + np.eye(q)                # M~_j = T'Z_j'Z_j T + I
     Mt_inv, logdet_Mt = inv_logdet(Mt)
-    Minv = T @ Mt_inv @ T.T                                 # M_j^-1 = T M~_j^-1 T'
+    Minv = congruence(Mt_inv, T)                            # M_j^-1 = T M~_j^-1 T'
     XtZ_Minv = s.XtZ @ Minv                                 # X_j'Z_j M_j^-1, (J, p, q)
     A = s.XtX_total - (XtZ_Minv @ s.ZtX).sum(0)            # X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j
     c = s.Xty_total - (XtZ_Minv @ s.Zty[:, :, None]).sum(0)[:, 0]
@@ -144,9 +157,9 @@ def solve(stats, G, sigma2, beta_precision=None, beta=None):
     Ztr = s.Zty - s.ZtX @ beta                              # Z_j'(y_j - X_j beta)
     b = (Minv @ Ztr[:, :, None])[:, :, 0]                   # b_hat_j = M_j^-1 Z_j' r_j
     rtr = s.yty_total - 2 * beta @ s.Xty_total + beta @ s.XtX_total @ beta   # r'r, r = y - X beta
-    Ztr_b = np.sum(Ztr * b)
+    Ztr_b = (Ztr * b).sum()
     rVr = rtr - Ztr_b                                       # sigma2 * r'V^-1 r
-    rss = rtr - 2 * Ztr_b + np.sum(b * (s.ZtZ @ b[:, :, None])[:, :, 0])   # ||r - Z b||^2
+    rss = rtr - 2 * Ztr_b + (b * (s.ZtZ @ b[:, :, None])[:, :, 0]).sum()   # ||r - Z b||^2
     return Solution(T, Minv, logdet_Mt, A, beta, b, float(rss), float(rVr))
 
 
