@@ -181,6 +181,10 @@ class GroupStats:
         return self.Xty.sum(0)
 
     @cached_property
+    def n_total(self):
+        return float(self.n.sum())
+
+    @cached_property
     def yty_total(self):
         return float(self.yty.sum())
 

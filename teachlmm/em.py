@@ -108,7 +108,7 @@ def e_step(model, G, sigma2, reml, iteration=0):
     trace = (sol.Minv * s.ZtZ).sum()                         # sum_j tr(M_j^-1 Z_j'Z_j)
     C, A_inv = np.zeros((model.J, model.q, model.p)), np.zeros((model.p, model.p))
     if reml and model.p:
-        A_inv = np.linalg.inv(sol.A)
+        A_inv = sol.A_inv
         C = -sol.Minv @ s.ZtX @ A_inv                        # Cov(b_j, beta | y) / sigma2, (J, q, p)
         var_b = var_b - C @ s.XtZ @ sol.Minv                 # + M^-1 Z'X A^-1 X'Z M^-1
         trace = ((var_b * s.ZtZ).sum()                       # tr(Var(b_j) Z_j'Z_j)
@@ -292,6 +292,10 @@ def step_factor(state):
     T0 = state.T
     keep = np.flatnonzero(T0.diagonal() > 0)                # the r directions with variance
     r, q, p = keep.size, model.q, model.p
+    Err = (s.yty_total - 2 * state.beta @ s.Xty_total        # E||y - X beta||^2
+           + state.beta @ s.XtX_total @ state.beta + (state.var_beta * s.XtX_total).sum())
+    if r == 0:                                               # G = 0: no random effects left to scale
+        return e_step(model, state.G, Err / model.n, state.reml, state.iteration + 1)
     Tk = T0[:, keep]
     P = np.linalg.solve(Tk.T @ Tk, Tk.T)                    # T^+ = (T'T)^-1 T', (r, q)
     m = state.b @ P.T                                        # E(u_j | y), (J, r)
@@ -310,15 +314,13 @@ def step_factor(state):
     else:
         vecT[allowed] = np.linalg.solve(S1[np.ix_(allowed, allowed)], rhs[allowed])
     T = vecT.reshape(r, q).T                                 # (q, r)
-    Err = (s.yty_total - 2 * state.beta @ s.Xty_total        # E||y - X beta||^2
-           + state.beta @ s.XtX_total @ state.beta + (state.var_beta * s.XtX_total).sum())
     e2 = Err - 2 * rhs @ vecT + vecT @ S1 @ vecT             # E||y - X beta - Z T u||^2
     sigma2 = (e2 + Euu.diagonal(0, 1, 2).sum()) / (model.n + model.J * r)
     G = sigma2 * T @ T.T                                    # G = sigma2 T T'
     return e_step(model, 0.5 * (G + G.T), sigma2, state.reml, state.iteration + 1)
 
 
-def _boundary_candidate(state, tol=0.05):
+def _boundary_candidate(state, tol=0.1):
     """The state with G's nearly-vanishing directions set exactly to zero, or None.
 
     A direction is "nearly vanishing" when its diagonal element of the relative

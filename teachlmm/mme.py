@@ -40,18 +40,16 @@ def relative_factor(G, sigma2):
     else zero (that direction has no variance).
     """
     S = np.asarray(G, dtype=float) / sigma2
-    q = S.shape[0]
-    if np.all(np.diag(S) > 0):                  # the usual case, G positive definite: plain Cholesky
-        try:
-            L = np.linalg.cholesky(S)
-            if np.all(np.diag(L) ** 2 > 1e-14 * np.maximum(1.0, np.diag(S))):
-                return L
-        except np.linalg.LinAlgError:
-            pass
+    try:                                        # the usual case, G positive definite: plain Cholesky
+        L = np.linalg.cholesky(S)
+        if (L.diagonal() ** 2 > 1e-10 * S.diagonal()).all():
+            return L
+    except np.linalg.LinAlgError:
+        pass
     T = np.zeros_like(S)
-    for k in range(q):                          # q is 1, 2 or 3: a loop over columns, not groups
-        d = S[k, k] - T[k, :k] @ T[k, :k]
-        if d <= 1e-14 * max(1.0, abs(S[k, k])):
+    for k in range(S.shape[0]):                 # q is 1, 2 or 3: a loop over columns, not groups
+        d = S[k, k] - T[k, :k] @ T[k, :k]       # variance of column k not explained by columns < k
+        if d <= 1e-10 * S[k, k]:                # none left (up to rounding): a zero column
             continue
         T[k, k] = np.sqrt(d)
         T[k + 1:, k] = (S[k + 1:, k] - T[k + 1:, :k] @ T[k, :k]) / T[k, k]
@@ -69,6 +67,14 @@ def congruence(B, T):
     m = T.shape[0]
     K = (T[:, None, :, None] * T[None, :, None, :]).reshape(m * m, k * k)   # K[(a,c),(b,d)] = T[a,b] T[c,d]
     return (B.reshape(J, k * k) @ K.T).reshape(J, m, m)
+
+
+def _spd_inverse(A):
+    """Inverse and log-determinant of a symmetric positive-definite p x p matrix, by one Cholesky."""
+    if A.size == 0:
+        return A, 0.0
+    L_inv = np.linalg.inv(np.linalg.cholesky(A))            # A = L L', A^-1 = L^-T L^-1
+    return L_inv.T @ L_inv, -2.0 * np.log(L_inv.diagonal()).sum()
 
 
 def inv_logdet(M):
@@ -99,7 +105,7 @@ class Solution(NamedTuple):
     T : (q, q) relative factor, G = sigma2 T T'.
     Minv : (J, q, q) M_j^-1 = T M~_j^-1 T'; sigma2 * Minv_j is Var(b_j | y, beta).
     logdet_Mt : (J,) log |M~_j|.
-    A : (p, p) Schur complement (sigma2 * A^-1 is Var(beta_hat)).
+    A : (p, p) Schur complement (sigma2 * A^-1 is Var(beta_hat)).  A_inv, logdet_A : its inverse and log|A|.
     beta : (p,) GLS estimate.   b : (J, q) BLUPs.
     rss : ||y - X beta - Z b||^2.   rVr : sum_j r_j' V_j^-1 r_j at beta (times sigma2).
     """
@@ -108,6 +114,8 @@ class Solution(NamedTuple):
     Minv: np.ndarray
     logdet_Mt: np.ndarray
     A: np.ndarray
+    A_inv: np.ndarray
+    logdet_A: float
     beta: np.ndarray
     b: np.ndarray
     rss: float
@@ -152,15 +160,16 @@ def solve(stats, G, sigma2, beta_precision=None, beta=None):
     c = s.Xty_total - (XtZ_Minv @ s.Zty[:, :, None]).sum(0)[:, 0]
     if beta_precision is not None:
         A = A + beta_precision
+    A_inv, logdet_A = _spd_inverse(A)
     if beta is None:
-        beta = np.linalg.solve(A, c) if A.size else np.zeros(0)   # beta_hat = A^-1 c
+        beta = A_inv @ c                                    # beta_hat = A^-1 c
     Ztr = s.Zty - s.ZtX @ beta                              # Z_j'(y_j - X_j beta)
     b = (Minv @ Ztr[:, :, None])[:, :, 0]                   # b_hat_j = M_j^-1 Z_j' r_j
     rtr = s.yty_total - 2 * beta @ s.Xty_total + beta @ s.XtX_total @ beta   # r'r, r = y - X beta
     Ztr_b = (Ztr * b).sum()
     rVr = rtr - Ztr_b                                       # sigma2 * r'V^-1 r
     rss = rtr - 2 * Ztr_b + (b * (s.ZtZ @ b[:, :, None])[:, :, 0]).sum()   # ||r - Z b||^2
-    return Solution(T, Minv, logdet_Mt, A, beta, b, float(rss), float(rVr))
+    return Solution(T, Minv, logdet_Mt, A, A_inv, logdet_A, beta, b, float(rss), float(rVr))
 
 
 def loglik(stats, G, sigma2, reml, sol=None):
@@ -179,11 +188,11 @@ def loglik(stats, G, sigma2, reml, sol=None):
     -1081.84
     """
     sol = solve(stats, G, sigma2) if sol is None else sol
-    n, p = stats.n.sum(), sol.A.shape[0]
+    n, p = stats.n_total, sol.A.shape[0]
     dof = n - p if reml else n
     value = dof * (LOG_2PI + np.log(sigma2)) + sol.logdet_Mt.sum() + sol.rVr / sigma2
     if reml:
-        value += np.linalg.slogdet(sol.A)[1] if p else 0.0
+        value += sol.logdet_A
     return -0.5 * float(value)
 
 

@@ -77,7 +77,7 @@ class MixedModelResult:
         self.singular = (bool(np.any(np.diag(sol.T) < 1e-4)) if singular is None else singular)
         names = model.fixef_names
         self.beta = sol.beta
-        self.vcov = self.sigma2 * np.linalg.inv(sol.A) if model.p else np.zeros((0, 0))
+        self.vcov = self.sigma2 * sol.A_inv if model.p else np.zeros((0, 0))
         self.fixef = dict(zip(names, sol.beta.tolist()))
         self.fixef_se = dict(zip(names, np.sqrt(np.diag(self.vcov)).tolist()))
         self.groups = model.groups
