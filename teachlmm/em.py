@@ -109,8 +109,8 @@ def e_step(model, G, sigma2, reml, iteration=0):
     C, A_inv = np.zeros((model.J, model.q, model.p)), np.zeros((model.p, model.p))
     if reml and model.p:
         A_inv = sol.A_inv
-        C = -sol.Minv @ s.ZtX @ A_inv                        # Cov(b_j, beta | y) / sigma2, (J, q, p)
-        var_b = var_b - C @ s.XtZ @ sol.Minv                 # + M^-1 Z'X A^-1 X'Z M^-1
+        C = -np.swapaxes(sol.XtZ_Minv, 1, 2) @ A_inv         # Cov(b_j, beta | y) / sigma2 = -M^-1 Z'X A^-1
+        var_b = var_b - C @ sol.XtZ_Minv                     # + M^-1 Z'X A^-1 X'Z M^-1
         trace = ((var_b * s.ZtZ).sum()                       # tr(Var(b_j) Z_j'Z_j)
                  + 2 * (C * s.ZtX).sum()                     # 2 tr(Cov(b_j, beta) X_j'Z_j)
                  + (A_inv * s.XtX_total).sum())              # tr(Var(beta) X'X)
@@ -230,16 +230,16 @@ def _change(a, b):
     return max(np.max(np.abs(a.G - b.G)) / b.sigma2, abs(a.sigma2 - b.sigma2) / b.sigma2)
 
 
-def _squarem(state, F=None):
+def _squarem(state, F=step, s1=None):
     """One SQUAREM iteration (scheme S3): two EM steps, an extrapolation, a stabilising EM step.
 
     With theta the parameters, r = F(theta) - theta and v = F(F(theta)) - 2 F(theta) + theta,
     the extrapolated point is theta - 2 alpha r + alpha^2 v with alpha = -|r| / |v|
     (alpha = -1 would be the plain double step). It is kept only if its
     log-likelihood beats the double EM step's, so SQUAREM is never worse than plain EM.
+    ``s1`` is F(state) if the caller has it already.
     """
-    F = step if F is None else F
-    s1 = F(state)
+    s1 = F(state) if s1 is None else s1
     s2 = F(s1)
     t0, t1, t2 = _theta(state), _theta(s1), _theta(s2)
     r, v = t1 - t0, t2 - 2 * t1 + t0
@@ -389,25 +389,30 @@ def _try_boundary(state, tol, max_iter):
     cand = _boundary_candidate(state)
     if cand is None:
         return None
-    face, ok = _iterate(cand, step_factor, step_factor, tol, cand.iteration + max_iter, [])
+    face, ok = _iterate(cand, step_factor, False, tol, cand.iteration + max_iter, [])
     if ok and face.loglik >= state.loglik - 1e-10 * abs(state.loglik) and _boundary_is_optimal(face):
         return face
     return None
 
 
-def _iterate(state, advance, base, tol, max_iter, history, check_every=10):
-    """Apply ``advance`` until a plain step of the ``base`` map changes the parameters by less than tol.
+def _iterate(state, base, accelerate, tol, max_iter, history, check_every=10):
+    """Iterate the EM map ``base`` (with SQUAREM if ``accelerate``) until one plain step
+    changes the parameters by less than ``tol``.
 
+    The plain step from the current point is both the convergence test and the
+    first step of the next SQUAREM cycle, so the test costs nothing extra.
     Every ``check_every`` iterations look for a boundary optimum (the interval
     doubles after each look that finds none, so an interior fit pays little).
     """
     count = 0
     while state.iteration < max_iter:
-        nxt = advance(state)
-        history.append(_record(nxt))
-        if _change(nxt, state) < tol and (advance is base or _change(base(nxt), nxt) < tol):
-            return nxt, True
-        state, count = nxt, count + 1
+        first = base(state)
+        if _change(first, state) < tol:
+            history.append(_record(first))
+            return first, True
+        state = _squarem(state, base, first) if accelerate else first
+        history.append(_record(state))
+        count += 1
         if count % check_every == 0:
             face = _try_boundary(state, tol, max_iter)
             if face is not None:
@@ -417,10 +422,10 @@ def _iterate(state, advance, base, tol, max_iter, history, check_every=10):
     return state, False
 
 
-METHODS = {
-    "plain": (step, step),                                       # the textbook EM step
-    "factor": (step_factor, step_factor),                        # EM on the factor T (PX-EM)
-    "squarem": (lambda s: _squarem(s, step_factor), step_factor),  # SQUAREM-accelerated factor EM
+METHODS = {                        # name: (the EM map, accelerated by SQUAREM?)
+    "plain": (step, False),        # the textbook EM step
+    "factor": (step_factor, False),   # EM on the factor T (parameter-expanded EM)
+    "squarem": (step_factor, True),   # SQUAREM-accelerated factor EM: the default
 }
 
 
@@ -474,9 +479,9 @@ def fit(model, reml=True, method="squarem", tol=1e-8, max_iter=10000, G=None, si
     t0 = time.perf_counter()
     state = init(model, reml, G=G, sigma2=sigma2)
     history = [_record(state)]
-    advance, base = METHODS[method]
+    base, accelerate = METHODS[method]
     while True:
-        state, converged = _iterate(state, advance, base, tol, max_iter, history)
+        state, converged = _iterate(state, base, accelerate, tol, max_iter, history)
         face = _try_boundary(state, tol, max_iter)     # converged next to a boundary: is it on it?
         if face is not None and face.loglik > state.loglik:
             state = face

@@ -104,6 +104,7 @@ class Solution(NamedTuple):
     ----------
     T : (q, q) relative factor, G = sigma2 T T'.
     Minv : (J, q, q) M_j^-1 = T M~_j^-1 T'; sigma2 * Minv_j is Var(b_j | y, beta).
+    XtZ_Minv : (J, p, q) X_j'Z_j M_j^-1.
     logdet_Mt : (J,) log |M~_j|.
     A : (p, p) Schur complement (sigma2 * A^-1 is Var(beta_hat)).  A_inv, logdet_A : its inverse and log|A|.
     beta : (p,) GLS estimate.   b : (J, q) BLUPs.
@@ -112,6 +113,7 @@ class Solution(NamedTuple):
 
     T: np.ndarray
     Minv: np.ndarray
+    XtZ_Minv: np.ndarray
     logdet_Mt: np.ndarray
     A: np.ndarray
     A_inv: np.ndarray
@@ -169,7 +171,7 @@ def solve(stats, G, sigma2, beta_precision=None, beta=None):
     Ztr_b = (Ztr * b).sum()
     rVr = rtr - Ztr_b                                       # sigma2 * r'V^-1 r
     rss = rtr - 2 * Ztr_b + (b * (s.ZtZ @ b[:, :, None])[:, :, 0]).sum()   # ||r - Z b||^2
-    return Solution(T, Minv, logdet_Mt, A, A_inv, logdet_A, beta, b, float(rss), float(rVr))
+    return Solution(T, Minv, XtZ_Minv, logdet_Mt, A, A_inv, logdet_A, beta, b, float(rss), float(rVr))
 
 
 def loglik(stats, G, sigma2, reml, sol=None):

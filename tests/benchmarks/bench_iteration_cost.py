@@ -18,12 +18,13 @@ design of ``tl.simulate``) this times, as the median of repeated calls:
 """
 import argparse
 import gc
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+import _report  # noqa: E402  (tests/benchmarks/_report.py: save JSON, print tables)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -141,16 +142,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the result to this file")
     args = parser.parse_args(argv)
     result = run(quick=args.quick)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    for title, header, rows, notes in tables(result):
-        print(title)
-        for r in [header] + rows:
-            print("  " + "  ".join(f"{c:>16}" for c in r))
-        for note in notes:
-            print("  " + note)
-    return result
+    return _report.finish(result, tables, args.json, width=16)
 
 
 if __name__ == "__main__":

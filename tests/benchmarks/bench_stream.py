@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+import _report  # noqa: E402  (tests/benchmarks/_report.py: save JSON, print tables)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 FORMULA = "y ~ 1 + x + u + x:u + (1 + x | group)"
@@ -246,16 +248,7 @@ def main(argv=None):
     if args.worker:
         return worker(*args.worker)
     result = run(quick=args.quick, rows=args.rows)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    for title, header, rows, notes in tables(result):
-        print(title)
-        for r in [header] + rows:
-            print("  " + "  ".join(f"{c:>16}" for c in r))
-        for note in notes:
-            print("  " + note)
-    return result
+    return _report.finish(result, tables, args.json, width=16)
 
 
 if __name__ == "__main__":
