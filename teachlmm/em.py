@@ -275,7 +275,7 @@ def step_factor(state):
     Two things make this step better than :func:`step` (the textbook one), with
     the same E-step: it converges in far fewer iterations (it is the
     "parameter-expanded" EM of Liu, Rubin & Wu 1998 / Meng & van Dyk 1998,
-    100 instead of 1,500 iterations on the radon M4 model), and on a boundary
+    78 instead of 1,071 iterations on the radon M4 model), and on a boundary
     (rank r < q) it can turn the directions of G, where the textbook step can only
     shrink them. It never lowers the log-likelihood.
 
@@ -438,12 +438,12 @@ def fit(model, reml=True, method="squarem", tol=1e-8, max_iter=10000, G=None, si
     reml : bool, default True
         REML (lme4's default) or maximum likelihood.
     method : {"squarem", "factor", "plain"}
-        "plain" repeats the textbook :func:`step` (slow: 430 iterations on radon
-        M3, 1,500 on M4, and it only creeps toward a zero variance); "factor"
+        "plain" repeats the textbook :func:`step` (slow: 318 iterations on radon
+        M3, 1,071 on M4, and it only creeps toward a zero variance); "factor"
         repeats :func:`step_factor` (the same E-step, T as a regression
-        coefficient: 85 and 100 iterations); "squarem" (the default) accelerates
-        :func:`step_factor` with SQUAREM (Varadhan & Roland 2008): about 25 and
-        30. All three stop at the same optimum; each never lowers the
+        coefficient: 68 and 78 iterations); "squarem" (the default) accelerates
+        :func:`step_factor` with SQUAREM (Varadhan & Roland 2008): 15 and 19.
+        All three stop at the same optimum; each never lowers the
         log-likelihood.
     tol : float
         Stop when a plain step changes G and sigma2 by less than ``tol * sigma2``.
