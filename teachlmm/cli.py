@@ -8,6 +8,7 @@ intercepts alpha_j and slopes beta_j.
 ``teachlmm fit "y ~ x + (1 | g)" --data file.csv [--ml]`` fits a user's CSV.
 """
 import argparse
+import os
 import sys
 import warnings
 
@@ -107,6 +108,9 @@ def main(argv=None):
             _fit_command(args)
         else:
             lecture()
+    except BrokenPipeError:                  # output piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (TeachLMMError, OSError) as err:
         print(f"teachlmm: error: {err}", file=sys.stderr)
         return 2
