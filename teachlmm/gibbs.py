@@ -71,6 +71,7 @@ import numpy as np
 import scipy.special
 
 from . import diagnostics
+from .mme import relative_factor          # batched over chains: G (chains, q, q), sigma2 (chains,)
 from .errors import ConvergenceWarning, TeachLMMError
 
 __all__ = ["Prior", "default_prior", "Noise", "draw_noise", "relative_factor", "coefficient_block",
@@ -371,38 +372,6 @@ def _noise_per_sweep(rng, model, prior, total):
 def _t(a):
     """Transpose of the last two axes (a stack of matrices)."""
     return a.swapaxes(-1, -2)
-
-
-def relative_factor(G, sigma2):
-    """Lower-triangular T with T T' = G / sigma2, for a stack of (possibly singular) G.
-
-    :func:`teachlmm.mme.relative_factor` for every chain at once: a Cholesky
-    factorisation whose column k is set to zero when its pivot (the variance
-    left in direction k) is 0.
-
-    Parameters
-    ----------
-    G : (..., q, q) array.   sigma2 : (...) array.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> T = relative_factor(np.array([[[4.0, 2.0], [2.0, 1.0]]]), np.array([1.0]))   # singular G
-    >>> T[0]
-    array([[2., 0.],
-           [1., 0.]])
-    """
-    S = G / np.asarray(sigma2)[..., None, None]
-    q = S.shape[-1]
-    T = np.zeros_like(S)
-    for k in range(q):                           # a loop over q columns, never over groups
-        d = S[..., k, k] - np.einsum("...i,...i->...", T[..., k, :k], T[..., k, :k])
-        ok = d > 1e-14 * np.maximum(1.0, np.abs(S[..., k, k]))
-        root = np.sqrt(np.where(ok, d, 1.0))
-        below = S[..., k + 1:, k] - np.einsum("...ij,...j->...i", T[..., k + 1:, :k], T[..., k, :k])
-        T[..., k, k] = np.where(ok, root, 0.0)
-        T[..., k + 1:, k] = np.where(ok[..., None], below / root[..., None], 0.0)
-    return T
 
 
 def _cholesky(M):
@@ -933,7 +902,7 @@ class FastSweep:
 
 
 def _relative_factor_fast(G, sigma2):
-    """:func:`relative_factor` as a plain Cholesky factorisation, when every G is positive definite.
+    """:func:`teachlmm.mme.relative_factor` as a plain Cholesky factorisation, when every G is positive definite.
 
     A G drawn from an inverse-Wishart always is; a singular start G is not,
     and gets the careful column-by-column version.

@@ -37,22 +37,32 @@ def relative_factor(G, sigma2):
 
     A Cholesky factorisation that lets a pivot be 0: column k of T is
     ``(G_k - T_k T_k') / T_kk`` if the remaining variance T_kk^2 is positive,
-    else zero (that direction has no variance).
+    else zero (that direction has no variance). G may also be a stack
+    (..., q, q) with sigma2 of shape (...), as the Gibbs sampler's chains are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> relative_factor(np.array([[4.0, 2.0], [2.0, 1.0]]), 1.0)     # singular: rank 1
+    array([[2., 0.],
+           [1., 0.]])
     """
-    S = np.asarray(G, dtype=float) / sigma2
+    S = np.asarray(G, dtype=float) / np.asarray(sigma2, dtype=float)[..., None, None]
     try:                                        # the usual case, G positive definite: plain Cholesky
         L = np.linalg.cholesky(S)
-        if (L.diagonal() ** 2 > 1e-10 * S.diagonal()).all():
+        if (L.diagonal(0, -2, -1) ** 2 > 1e-10 * S.diagonal(0, -2, -1)).all():
             return L
     except np.linalg.LinAlgError:
         pass
     T = np.zeros_like(S)
-    for k in range(S.shape[0]):                 # q is 1, 2 or 3: a loop over columns, not groups
-        d = S[k, k] - T[k, :k] @ T[k, :k]       # variance of column k not explained by columns < k
-        if d <= 1e-10 * S[k, k]:                # none left (up to rounding): a zero column
-            continue
-        T[k, k] = np.sqrt(d)
-        T[k + 1:, k] = (S[k + 1:, k] - T[k + 1:, :k] @ T[k, :k]) / T[k, k]
+    for k in range(S.shape[-1]):                # q is 1, 2 or 3: a loop over columns, not groups
+        Tk = T[..., k, :k]
+        d = S[..., k, k] - (Tk * Tk).sum(-1)    # variance of column k not explained by columns < k
+        ok = d > 1e-10 * S[..., k, k]           # none left (up to rounding): a zero column
+        root = np.sqrt(np.where(ok, d, 1.0))
+        below = S[..., k + 1:, k] - (T[..., k + 1:, :k] * Tk[..., None, :]).sum(-1)
+        T[..., k, k] = np.where(ok, root, 0.0)
+        T[..., k + 1:, k] = np.where(ok[..., None], below / root[..., None], 0.0)
     return T
 
 
