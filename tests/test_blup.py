@@ -34,8 +34,8 @@ FORMULAS = {
 
 
 @pytest.fixture(scope="module")
-def data():
-    return tl.load_radon()
+def data(radon):
+    return radon                      # the session's radon data (conftest.py)
 
 
 @pytest.fixture(scope="module")

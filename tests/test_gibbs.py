@@ -21,17 +21,14 @@ import scipy.stats
 import teachlmm as tl
 from teachlmm import diagnostics, gibbs, mme
 from teachlmm.errors import ConvergenceWarning, TeachLMMError
+from conftest import M1, M3, M3u, M4
 
-M1 = "log_radon ~ 1 + floor + (1 | county)"
-M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
-M3u = "log_radon ~ 1 + floor + (1 + floor || county)"
-M4 = "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)"
 JAGS_PRIOR = dict(nu0=3, S0=np.eye(2), tau2=1e4, sigma_max=100)
 
 
 @pytest.fixture(scope="module")
-def data():
-    return tl.load_radon()
+def data(radon):
+    return radon                      # the session's radon data (conftest.py)
 
 
 @pytest.fixture(scope="module")

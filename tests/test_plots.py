@@ -25,11 +25,9 @@ from matplotlib.text import Annotation  # noqa: E402
 import teachlmm as tl  # noqa: E402
 from teachlmm import blup, plots  # noqa: E402
 from teachlmm.errors import TeachLMMError  # noqa: E402
+from conftest import M1, M3, M4
 
 REF = json.loads((pathlib.Path(__file__).parent / "reference" / "lme4_radon.json").read_text())
-M1 = "log_radon ~ 1 + floor + (1 | county)"
-M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
-M4 = "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)"
 GELMAN_HILL = ["LAC QUI PARLE", "AITKIN", "KOOCHICHING", "DOUGLAS", "CLAY", "STEARNS", "RAMSEY", "ST LOUIS"]
 SHOW_DIR = pathlib.Path("/tmp/plots")
 
@@ -55,8 +53,8 @@ def save(fig, tmp_path, name):
 
 
 @pytest.fixture(scope="module")
-def data():
-    return tl.load_radon()
+def data(radon):
+    return radon                      # the session's radon data (conftest.py)
 
 
 def at_lme4(formula, key, data):

@@ -15,16 +15,15 @@ import pytest
 import teachlmm as tl
 from teachlmm import blup
 from teachlmm.errors import DataError
+from conftest import M3, M4
 
 REF = json.loads((pathlib.Path(__file__).parent / "reference" / "lme4_radon.json").read_text())
-M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
-M4 = "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)"
 UNSEEN = "not in the fitted data"
 
 
 @pytest.fixture(scope="module")
-def data():
-    return tl.load_radon()
+def data(radon):
+    return radon                      # the session's radon data (conftest.py)
 
 
 @pytest.fixture(scope="module")
