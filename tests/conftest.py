@@ -22,6 +22,12 @@ def radon():
 
 
 @pytest.fixture(scope="session")
+def m3(radon):
+    """The lecture's M3 model on radon (not fitted)."""
+    return tl.Model(M3, radon)
+
+
+@pytest.fixture(scope="session")
 def lme4():
     """lme4's optimum for each model (tests/reference/lme4_reference.R, committed JSON)."""
     return json.loads((HERE / "reference" / "lme4_radon.json").read_text())

@@ -31,9 +31,6 @@ def data(radon):
     return radon                      # the session's radon data (conftest.py)
 
 
-@pytest.fixture(scope="module")
-def m3(data):
-    return tl.Model(M3, data)
 
 
 def small_data(seed=0, J=6, q=2):

@@ -26,9 +26,6 @@ def data(radon):
     return radon                      # the session's radon data (conftest.py)
 
 
-@pytest.fixture(scope="module")
-def m3(data):
-    return tl.Model(M3, data)
 
 
 @pytest.fixture(scope="module")
