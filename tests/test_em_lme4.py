@@ -129,3 +129,16 @@ def test_em_started_at_lme4s_boundary_point_leaves_it(fits, lme4, method):
     assert fit.converged and not fit.singular
     assert fit.reml_criterion == pytest.approx(lme4["M4_REML"]["REMLcrit"], abs=1e-6)
     np.testing.assert_allclose(fit.G, as_array(lme4["M4_REML"]["G"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["M3_REML", "M3_ML", "M4_REML", "M4_ML"])
+def test_accelerated_em_is_never_worse_than_plain_em(fits, key):
+    """SQUAREM (the default) and the factor step end where plain EM ends, never lower, in far
+    fewer iterations."""
+    fast = fits(key)
+    plain = tl.em.fit(fast.model, reml=fast.reml, method="plain")
+    factor = tl.em.fit(fast.model, reml=fast.reml, method="factor")
+    for other in (plain, factor):
+        assert fast.loglik >= other.loglik - 1e-9
+        np.testing.assert_allclose(fast.G, other.G, atol=1e-6)
+    assert fast.n_iter < factor.n_iter < plain.n_iter
