@@ -66,7 +66,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import mme
-from .errors import DesignError, TeachLMMError
+from .errors import DesignError
 from .results import MixedModelResult
 
 __all__ = ["BLUPResult", "fit", "check_variance_components", "shrinkage",
@@ -76,63 +76,6 @@ __all__ = ["BLUPResult", "fit", "check_variance_components", "shrinkage",
 # ----------------------------------------------------------------------------
 # checking a typed-in (G, sigma2)
 # ----------------------------------------------------------------------------
-
-def _check_sigma2(sigma2):
-    try:
-        value = float(np.asarray(sigma2, dtype=float).item())
-    except (TypeError, ValueError):
-        raise TeachLMMError(f"sigma2 must be one positive number (the residual variance), got {sigma2!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise TeachLMMError(f"sigma2 must be a positive, finite number (the residual variance), got {value!r}; "
-                            "with sigma2 = 0 the model has no residual and the BLUP is not defined")
-    return value
-
-
-def _check_G_shape(G, model):
-    q, names = model.q, model.ranef_names
-    try:
-        G = np.asarray(G, dtype=float)
-    except (TypeError, ValueError):
-        raise TeachLMMError(f"G must be a {q} x {q} matrix of numbers, got {G!r}") from None
-    if G.size == 1 and q == 1:
-        G = G.reshape(1, 1)                     # 0.1 or [0.1]: the variance of the one random term
-    if G.shape != (q, q):
-        raise TeachLMMError(f"G must be {q} x {q} for this model (one row and column per random term: "
-                            f"{', '.join(names)}), got shape {G.shape}")
-    if not np.all(np.isfinite(G)):
-        raise TeachLMMError("G has a missing or infinite entry; every variance and covariance must be a finite number")
-    return G
-
-
-def _check_symmetric_psd(G, names, tol):
-    scale = max(np.abs(G).max(), 1e-300)
-    asym = np.abs(G - G.T)
-    if asym.max() > tol * scale:
-        k, l = np.unravel_index(np.argmax(asym), G.shape)
-        raise TeachLMMError(f"G must be symmetric, but G[{k},{l}] = {G[k, l]:g} and G[{l},{k}] = {G[l, k]:g} "
-                            f"(the covariance of {names[k]!r} and {names[l]!r} appears twice, once each side)")
-    G = (G + G.T) / 2
-    if np.any(np.diag(G) < -tol * scale):
-        k = int(np.argmin(np.diag(G)))
-        raise TeachLMMError(f"G[{k},{k}] = {G[k, k]:g} is the variance of {names[k]!r} and cannot be negative")
-    smallest = np.linalg.eigvalsh(G)[0]
-    if smallest < -tol * scale:
-        raise TeachLMMError(f"G is not positive semi-definite (smallest eigenvalue {smallest:.3g}), so it is not a "
-                            "covariance matrix: each correlation G[k,l] / sqrt(G[k,k] G[l,l]) must lie in [-1, 1] "
-                            "(and, for q > 2, the correlations must fit together)")
-    return G
-
-
-def _check_blocks(G, model):
-    """G must be zero between blocks: ``(1 + x || g)`` says intercept and slope are uncorrelated."""
-    inside = np.zeros(G.shape, dtype=bool)
-    for blk in model.blocks:
-        inside[np.ix_(blk, blk)] = True
-    if np.any(G[~inside] != 0):
-        raise TeachLMMError("this model's random terms are uncorrelated (the formula uses '||' or several random "
-                            "terms), so G must be 0 outside its diagonal blocks "
-                            f"{[[model.ranef_names[i] for i in blk] for blk in model.blocks]}")
-
 
 def check_variance_components(model, G, sigma2, tol=1e-8):
     """Validate variance components typed in for ``model``; return them as (G array, float sigma2).
@@ -160,11 +103,7 @@ def check_variance_components(model, G, sigma2, tol=1e-8):
     ...
     teachlmm.errors.TeachLMMError: sigma2 must be a positive, finite number (the residual variance), got -1.0; ...
     """
-    sigma2 = _check_sigma2(sigma2)
-    G = _check_G_shape(G, model)
-    G = _check_symmetric_psd(G, model.ranef_names, tol)
-    _check_blocks(G, model)
-    return G, sigma2
+    return model.check_variance_components(G, sigma2, tol)
 
 
 # ----------------------------------------------------------------------------
@@ -443,7 +382,7 @@ def pooling(model, G, sigma2):
     array([nan, nan])
     """
     result = fit(model, G, sigma2)
-    J, q = model.J, model.q
+    J = model.J
     coef_names, _ = _coef_columns(model)
     random = [coef_names.index(r) for r in model.ranef_names]     # coef columns of the random terms
 

@@ -20,7 +20,7 @@ from functools import cached_property
 import numpy as np
 import scipy.linalg
 
-from .errors import DataError, DesignError
+from .errors import DataError, DesignError, TeachLMMError
 from .formula import parse_formula
 
 __all__ = ["Model", "GroupStats"]
@@ -195,6 +195,64 @@ class GroupStats:
     def __add__(self, other):
         """Statistics of two chunks of rows of the same groups add up."""
         return GroupStats(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+
+
+# ----------------------------------------------------------------------------
+# variance components a model can have
+# ----------------------------------------------------------------------------
+
+def _check_sigma2(sigma2):
+    try:
+        value = float(np.asarray(sigma2, dtype=float).item())
+    except (TypeError, ValueError):
+        raise TeachLMMError(f"sigma2 must be one positive number (the residual variance), got {sigma2!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise TeachLMMError(f"sigma2 must be a positive, finite number (the residual variance), got {value!r}; "
+                            "with sigma2 = 0 the model has no residual and the BLUP is not defined")
+    return value
+
+
+def _check_G_shape(G, model):
+    q, names = model.q, model.ranef_names
+    try:
+        G = np.asarray(G, dtype=float)
+    except (TypeError, ValueError):
+        raise TeachLMMError(f"G must be a {q} x {q} matrix of numbers, got {G!r}") from None
+    if G.size == 1 and q == 1:
+        G = G.reshape(1, 1)                     # 0.1 or [0.1]: the variance of the one random term
+    if G.shape != (q, q):
+        raise TeachLMMError(f"G must be {q} x {q} for this model (one row and column per random term: "
+                            f"{', '.join(names)}), got shape {G.shape}")
+    if not np.all(np.isfinite(G)):
+        raise TeachLMMError("G has a missing or infinite entry; every variance and covariance must be a finite number")
+    return G
+
+
+def _check_symmetric_psd(G, names, tol):
+    scale = max(np.abs(G).max(), 1e-300)
+    asym = np.abs(G - G.T)
+    if asym.max() > tol * scale:
+        k, l = np.unravel_index(np.argmax(asym), G.shape)
+        raise TeachLMMError(f"G must be symmetric, but G[{k},{l}] = {G[k, l]:g} and G[{l},{k}] = {G[l, k]:g} "
+                            f"(the covariance of {names[k]!r} and {names[l]!r} appears twice, once each side)")
+    G = (G + G.T) / 2
+    if np.any(np.diag(G) < -tol * scale):
+        k = int(np.argmin(np.diag(G)))
+        raise TeachLMMError(f"G[{k},{k}] = {G[k, k]:g} is the variance of {names[k]!r} and cannot be negative")
+    smallest = np.linalg.eigvalsh(G)[0]
+    if smallest < -tol * scale:
+        raise TeachLMMError(f"G is not positive semi-definite (smallest eigenvalue {smallest:.3g}), so it is not a "
+                            "covariance matrix: each correlation G[k,l] / sqrt(G[k,k] G[l,l]) must lie in [-1, 1] "
+                            "(and, for q > 2, the correlations must fit together)")
+    return G
+
+
+def _check_blocks(G, model):
+    """G must be zero between blocks: ``(1 + x || g)`` says intercept and slope are uncorrelated."""
+    if np.any(G[model.G_mask == 0] != 0):
+        raise TeachLMMError("this model's random terms are uncorrelated (the formula uses '||' or several random "
+                            "terms), so G must be 0 outside its diagonal blocks "
+                            f"{[[model.ranef_names[i] for i in blk] for blk in model.blocks]}")
 
 
 # ----------------------------------------------------------------------------
@@ -412,6 +470,30 @@ class Model:
                               f"combination of the other columns ({', '.join(self.fixef_names)}). Remove "
                               "the redundant term(s) from the formula (a variable constant within the data "
                               "duplicates the intercept; a full set of dummies does too).")
+
+    # -- variance components ---------------------------------------------------
+    def check_variance_components(self, G, sigma2, tol=1e-8):
+        """(G, sigma2) checked for this model: G q x q (a number when q = 1), finite, symmetric,
+        positive semi-definite (up to ``tol`` for rounding; a 0 variance or a correlation of
+        +-1 is allowed), zero between uncorrelated blocks; sigma2 positive.
+
+        Every method takes variance components through here (EM's and the Gibbs
+        sampler's start values, the BLUP's "what if" values).
+
+        Returns
+        -------
+        (G as a (q, q) float array, sigma2 as a float)
+
+        Raises
+        ------
+        TeachLMMError
+            Saying which requirement failed and what it means.
+        """
+        sigma2 = _check_sigma2(sigma2)
+        G = _check_G_shape(G, self)
+        G = _check_symmetric_psd(G, self.ranef_names, tol)
+        _check_blocks(G, self)
+        return G, sigma2
 
     # -- new data ------------------------------------------------------------
     def design(self, data):

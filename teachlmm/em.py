@@ -106,7 +106,6 @@ def e_step(model, G, sigma2, reml, iteration=0):
     sol = mme.solve(s, G, sigma2)
     var_b = sol.Minv                                         # Var(b_j | y, beta) / sigma2 = M_j^-1
     trace = (sol.Minv * s.ZtZ).sum()                         # sum_j tr(M_j^-1 Z_j'Z_j)
-    C, A_inv = np.zeros((model.J, model.q, model.p)), np.zeros((model.p, model.p))
     if reml and model.p:
         A_inv = sol.A_inv
         C = -np.swapaxes(sol.XtZ_Minv, 1, 2) @ A_inv         # Cov(b_j, beta | y) / sigma2 = -M^-1 Z'X A^-1
@@ -114,6 +113,8 @@ def e_step(model, G, sigma2, reml, iteration=0):
         trace = ((var_b * s.ZtZ).sum()                       # tr(Var(b_j) Z_j'Z_j)
                  + 2 * (C * s.ZtX).sum()                     # 2 tr(Cov(b_j, beta) X_j'Z_j)
                  + (A_inv * s.XtX_total).sum())              # tr(Var(beta) X'X)
+    else:                                                    # ML: beta is a parameter, not missing
+        C, A_inv = np.zeros((model.J, model.q, model.p)), np.zeros((model.p, model.p))
     ll = mme.loglik(s, G, sigma2, reml, sol)
     return State(iteration, np.asarray(G, float), float(sigma2), sol.T, sol.beta, sol.b, sigma2 * var_b,
                  sigma2 * C, sigma2 * A_inv, ll, sol.rss, float(trace), reml, model)
@@ -133,10 +134,9 @@ def start_values(model):
     """Where EM starts: sigma2 from OLS, G = sigma2 * diag(n / diag(Z'Z)) (each random
     column explains about as much variance as the residual; lme4 starts at theta = 1 likewise)."""
     s = model.stats
-    XtX, Xty = s.XtX.sum(0), s.Xty.sum(0)
-    beta = np.linalg.lstsq(XtX, Xty, rcond=None)[0] if model.p else np.zeros(0)
-    rss = s.yty.sum() - Xty @ beta
-    sigma2 = max(rss / max(model.n - model.p, 1), 1e-12 * s.yty.sum() / model.n, 1e-300)
+    beta = np.linalg.lstsq(s.XtX_total, s.Xty_total, rcond=None)[0] if model.p else np.zeros(0)
+    rss = s.yty_total - s.Xty_total @ beta
+    sigma2 = max(rss / max(model.n - model.p, 1), 1e-12 * s.yty_total / model.n, 1e-300)
     zz = np.diag(s.ZtZ.sum(0)) / model.n
     return np.diag(sigma2 / np.where(zz > 0, zz, 1.0)), float(sigma2)
 
@@ -149,7 +149,7 @@ def init(model, reml=True, G=None, sigma2=None):
     model : Model
     reml : bool
         True for REML (lme4's default), False for maximum likelihood.
-    G, sigma2 : optional start values (G is masked to the model's block structure).
+    G, sigma2 : optional start values (checked by ``model.check_variance_components``).
 
     Examples
     --------
@@ -161,10 +161,7 @@ def init(model, reml=True, G=None, sigma2=None):
     True
     """
     G0, s0 = start_values(model)
-    G = G0 if G is None else np.atleast_2d(np.asarray(G, dtype=float)) * model.G_mask
-    sigma2 = s0 if sigma2 is None else float(sigma2)
-    if G.shape != (model.q, model.q):
-        raise TeachLMMError(f"start G must be {model.q} x {model.q} for this model, got {G.shape}")
+    G, sigma2 = model.check_variance_components(G0 if G is None else G, s0 if sigma2 is None else sigma2)
     return e_step(model, G, sigma2, reml)
 
 
@@ -291,7 +288,7 @@ def step_factor(state):
     model, s = state.model, state.model.stats
     T0 = state.T
     keep = np.flatnonzero(T0.diagonal() > 0)                # the r directions with variance
-    r, q, p = keep.size, model.q, model.p
+    r, q = keep.size, model.q
     Err = (s.yty_total - 2 * state.beta @ s.Xty_total        # E||y - X beta||^2
            + state.beta @ s.XtX_total @ state.beta + (state.var_beta * s.XtX_total).sum())
     if r == 0:                                               # G = 0: no random effects left to scale

@@ -766,15 +766,14 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
     rngs = _chain_generators(seed, n_chains)
     rng = rngs[0] if chains is None else rngs
     G0, s0 = _dispersed_start(model, rng)
-    if G is not None:
-        G = np.atleast_2d(np.asarray(G, dtype=float))
-        if (G.shape != (model.q, model.q) or not np.all(np.isfinite(G)) or not np.allclose(G, G.T)
-                or np.linalg.eigvalsh(G).min() < -1e-12 * max(1.0, np.abs(G).max())):
-            raise TeachLMMError(f"start G must be a symmetric positive semi-definite {model.q} x {model.q} "
-                                f"matrix for this model, got {G.tolist()}")
-        G0 = np.broadcast_to(G, G0.shape).copy()
-    if sigma2 is not None:
-        s0 = np.full(np.shape(s0), _positive_number(sigma2, "start sigma2"))
+    if G is not None or sigma2 is not None:          # start values: checked as every method checks them
+        G_chk, s_chk = model.check_variance_components(
+            G if G is not None else G0.reshape(-1, model.q, model.q)[0],
+            sigma2 if sigma2 is not None else np.ravel(s0)[0])
+        if G is not None:
+            G0 = np.broadcast_to(G_chk, G0.shape).copy()
+        if sigma2 is not None:
+            s0 = np.full(np.shape(s0), s_chk)
     s0 = np.asarray(s0, dtype=float)
     totals = _totals(model.stats)
     block = coefficient_block(model.stats, totals, G0, s0, prior.tau2)

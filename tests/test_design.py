@@ -145,7 +145,6 @@ def test_formula_typo_is_a_formula_error(radon):
 
 def test_model_from_chunks_equals_the_whole(radon, tmp_path):
     """Chunks (with groups and text levels first met in later chunks) give the same statistics and fit."""
-    from conftest import M4
     data = dict(radon, where=np.where(radon["floor"] == 1, "first", "basement"))
     order = np.argsort(-data["county"], kind="stable")            # county 1 and level order arrive late
     data = {k: v[order] for k, v in data.items()}

@@ -234,3 +234,17 @@ def test_zero_g_start_is_a_valid_state(radon):
     assert nxt.G[0, 0] == 0 and nxt.loglik >= s.loglik
     fit = em.fit(model, G=[[0.0]], sigma2=0.7)
     assert fit.G[0, 0] > 0.05                          # the KKT check sent it back inside
+
+
+def test_bad_start_values_get_clear_errors(radon):
+    """EM's start values go through the same check as every method's (Model.check_variance_components)."""
+    from conftest import M3
+    model = tl.Model(M3, radon)
+    with pytest.raises(tl.TeachLMMError, match="2 x 2"):
+        em.init(model, G=np.eye(3))
+    with pytest.raises(tl.TeachLMMError, match="positive semi-definite"):
+        em.fit(model, G=[[1.0, 2.0], [2.0, 1.0]])
+    with pytest.raises(tl.TeachLMMError, match="sigma2"):
+        em.init(model, sigma2=-1.0)
+    with pytest.raises(tl.TeachLMMError, match="uncorrelated"):
+        em.init(tl.Model("log_radon ~ floor + (1 + floor || county)", radon), G=[[0.1, 0.01], [0.01, 0.1]])
