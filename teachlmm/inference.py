@@ -65,11 +65,11 @@ def _profiled_deviance(stats, G, sigma2, reml):
     This is how lme4 evaluates "the other" criterion at a fit (its ``devCrit``).
     """
     sol = mme.solve(stats, G, sigma2)
-    n, p = stats.n.sum(), sol.A.shape[0]
+    n, p = stats.n_total, sol.A.shape[0]
     dof = n - p if reml else n
     value = dof * (1.0 + math.log(2.0 * math.pi * sol.rVr / dof)) + sol.logdet_Mt.sum()
-    if reml and p:
-        value += np.linalg.slogdet(sol.A)[1]
+    if reml:
+        value += sol.logdet_A
     return float(value)
 
 

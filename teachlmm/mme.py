@@ -227,6 +227,6 @@ def gradient_G(stats, G, sigma2, reml, sol=None):
     D = np.einsum("jq,jr->qr", ZVr, ZVr) - ZVZ.sum(0)
     if reml and sol.A.shape[0]:
         ZVX = (np.swapaxes(s.XtZ, 1, 2) - ZtZ_Minv @ np.swapaxes(s.XtZ, 1, 2)) / sigma2   # Z_j'V_j^-1 X_j
-        At_inv = np.linalg.inv(sol.A / sigma2)                     # (X'V^-1X)^-1
+        At_inv = sigma2 * sol.A_inv                                # (X'V^-1X)^-1 = sigma2 A^-1
         D += np.einsum("jqp,pr,jsr->qs", ZVX, At_inv, ZVX)
     return 0.5 * D
