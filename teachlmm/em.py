@@ -251,11 +251,6 @@ def _squarem(state, F=step, s1=None):
     return s2
 
 
-def _is_singular(state, tol=1e-4):
-    """lme4's rule: a diagonal element of the relative factor T (G = sigma2 T T') below tol."""
-    return bool(np.any(np.diag(state.T) < tol))
-
-
 def step_factor(state):
     """One EM step in lme4's parametrisation: the factor T of G is a regression coefficient.
 
@@ -501,11 +496,11 @@ def fit(model, reml=True, method="squarem", tol=1e-8, max_iter=10000, G=None, si
                       f"{_change(base(state), state):.2e} > tol = {tol:.0e}). Raise max_iter, use "
                       "method='squarem', or check the model for a variance near zero.",
                       ConvergenceWarning, stacklevel=2)
-    singular = _is_singular(state)
-    if singular:
+    result = MixedModelResult(model, state.G, state.sigma2, reml=reml, method=f"EM ({method})",
+                              n_iter=state.iteration, converged=converged, history=history,
+                              seconds=time.perf_counter() - t0)
+    if result.singular:                                 # lme4's rule, see MixedModelResult.singular
         warnings.warn("boundary (singular) fit: a random-effect variance is (nearly) zero or a "
                       "correlation is +-1; see result.G. The model may be simpler than written.",
                       BoundaryWarning, stacklevel=2)
-    return MixedModelResult(model, state.G, state.sigma2, reml=reml, method=f"EM ({method})",
-                            n_iter=state.iteration, converged=converged, singular=singular,
-                            history=history, seconds=time.perf_counter() - t0)
+    return result

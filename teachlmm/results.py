@@ -74,6 +74,7 @@ class MixedModelResult:
         self.n_iter, self.converged, self.history, self.seconds = n_iter, converged, history or [], seconds
         self.solution = sol = mme.solve(model.stats, self.G, self.sigma2)
         self.loglik = mme.loglik(model.stats, self.G, self.sigma2, self.reml, sol)
+        # lme4's isSingular(): a diagonal element of the relative factor T (G = sigma2 T T') below 1e-4
         self.singular = (bool(np.any(np.diag(sol.T) < 1e-4)) if singular is None else singular)
         names = model.fixef_names
         self.beta = sol.beta
