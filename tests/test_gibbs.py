@@ -489,7 +489,7 @@ def test_radon_m3_posterior_agrees_with_reml(post_m3, lme4):
 
 
 def test_simulated_cross_level_model_recovers_the_truth():
-    data, truth = tl.simulate(n_groups=120, seed=5)
+    data, truth = tl.simulate_data(n_groups=120, seed=5)
     model = tl.Model(truth["formula"], data)
     post = gibbs.sample(model, draws=800, warmup=200, chains=2, seed=5, keep_b=False)
     for name, value in truth["fixef"].items():
