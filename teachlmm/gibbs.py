@@ -1,6 +1,7 @@
 r"""Gibbs sampler for the hierarchical normal model (the Bayesian linear mixed model).
 
-The model (design.md section 1, reduced form), with conjugate priors::
+The model (the lecture's reduced form: each group's regression, with the
+group effects b_j drawn from one normal distribution), with conjugate priors::
 
     y_j   = X_j beta + Z_j b_j + eps_j,   eps_j ~ N(0, sigma2 I),   b_j ~ N(0, G)
     beta  ~ N(0, tau2 I)          (tau2 = inf: flat)
