@@ -28,8 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["relative_factor", "congruence", "cholesky", "lower_inverse", "crossprod", "logdet_cholesky",
-           "inv_logdet", "Solution", "residual_moments",
+__all__ = ["relative_factor", "congruence", "cholesky", "lower_inverse", "inv_logdet", "Solution", "residual_moments",
            "b_hat", "residual_sum_of_squares", "solve", "loglik", "profiled_deviance", "gradient_G"]
 
 LOG_2PI = np.log(2.0 * np.pi)
@@ -134,36 +133,6 @@ def lower_inverse(L):
     return np.linalg.inv(L)
 
 
-def crossprod(W):
-    """W'W for a stack of lower-triangular matrices (closed form for q <= 2)::
-
-        [[w11, 0], [w21, w22]]' [[w11, 0], [w21, w22]] = [[w11^2 + w21^2, w21 w22], [w21 w22, w22^2]]
-
-    With W = L^-1 for the Cholesky factor L of M, W'W = M^-1.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> crossprod(np.array([[1.0, 0.0], [2.0, 3.0]]))
-    array([[5., 6.],
-           [6., 9.]])
-    """
-    q = W.shape[-1]
-    if q == 1:
-        return W * W
-    if q == 2:
-        w11, w21, w22 = W[..., 0, 0], W[..., 1, 0], W[..., 1, 1]
-        off = w21 * w22
-        return np.stack([w11 * w11 + w21 * w21, off, off, w22 * w22], axis=-1).reshape(W.shape)
-    return np.swapaxes(W, -1, -2) @ W
-
-
-def logdet_cholesky(L):
-    """log|M| = 2 sum_k log l_kk from the Cholesky factor M = L L' (a stack: one value per matrix)."""
-    d = np.diagonal(L, 0, -2, -1)
-    return 2.0 * (np.log(d[..., 0] * d[..., 1]) if d.shape[-1] == 2 else np.log(d).sum(-1))
-
-
 def inv_logdet(M):
     """Inverse and log-determinant of every matrix in a stack (..., q, q) of positive-definite matrices.
 
@@ -188,8 +157,8 @@ def inv_logdet(M):
         det = a * d - b * b
         inv = np.stack([d, -b, -b, a], axis=-1).reshape(M.shape) / det[..., None, None]
         return inv, np.log(det)
-    L = cholesky(M)
-    return crossprod(lower_inverse(L)), logdet_cholesky(L)
+    W = lower_inverse(cholesky(M))                            # M^-1 = W'W, log|M| = -2 sum_k log w_kk
+    return np.swapaxes(W, -1, -2) @ W, -2.0 * np.log(np.diagonal(W, 0, -2, -1)).sum(-1)
 
 
 def _spd_inverse(A):
