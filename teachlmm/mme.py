@@ -249,10 +249,6 @@ def residual_moments(stats, beta):
     return rtr, s.Zty - ZtX_beta.reshape(beta.shape[:-1] + (J, q))
 
 
-def _blup(Minv, Ztr):
-    return np.einsum("...jqr,...jr->...jq", Minv, Ztr)      # b_hat_j = M_j^-1 Z_j'r_j
-
-
 def _ssr(stats, rtr, Ztr, b):
     """||r - Z b||^2 = r'r - 2 sum_j b_j'Z_j'r_j + sum_j b_j'Z_j'Z_j b_j."""
     return rtr - 2 * (b * Ztr).sum((-1, -2)) + np.einsum("...jq,jqr,...jr->...", b, stats.ZtZ, b)
@@ -269,7 +265,8 @@ def b_hat(stats, Minv, beta):
     >>> bool(np.allclose(b_hat(m.stats, sol.Minv, sol.beta), sol.b))
     True
     """
-    return _blup(Minv, residual_moments(stats, beta)[1])
+    Ztr = residual_moments(stats, beta)[1]                   # Z_j'(y_j - X_j beta)
+    return np.einsum("...jqr,...jr->...jq", Minv, Ztr)      # b_hat_j = M_j^-1 Z_j'r_j
 
 
 def residual_sum_of_squares(stats, beta, b):
@@ -338,7 +335,7 @@ def solve(stats, G, sigma2, beta_precision=None, beta=None):
     if beta is None:
         beta = (A_inv @ c[..., None])[..., 0]                 # beta_hat = A^-1 c
     rtr, Ztr = residual_moments(s, beta)                      # r'r and Z_j'r_j, r = y - X beta
-    b = _blup(Minv, Ztr)                                      # b_hat_j = M_j^-1 Z_j'r_j
+    b = np.einsum("...jqr,...jr->...jq", Minv, Ztr)           # b_hat_j = M_j^-1 Z_j'r_j (the BLUP)
     rss = _ssr(s, rtr, Ztr, b)                                # ||r - Z b||^2
     rVr = rtr - (Ztr * b).sum((-1, -2))                       # sigma2 r'V^-1 r = r'r - sum_j r_j'Z_j M_j^-1 Z_j'r_j
     return Solution(T, Minv, XtZ_Minv, logdet_M_tilde, A, A_inv, _scalar(logdet_A), beta, b, _scalar(rss),
