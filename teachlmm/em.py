@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import mme
+from . import mme, validators
 from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
 from .results import MixedModelResult
 
@@ -240,6 +240,7 @@ def steps(model, reml=True, max_iter=None, **start):
     >>> [round(s.loglik, 2) for s, _ in zip(tl.em.steps(model), range(3))]
     [-1116.42, -1091.66, -1087.64]
     """
+    max_iter = None if max_iter is None else validators.nonnegative_int(max_iter, "max_iter")
     state = init(model, reml, **start)
     yield state
     while max_iter is None or state.iteration < max_iter:

@@ -76,3 +76,9 @@ def test_every_method_takes_a_generator_seed_reproducibly(fit):
 def test_levels_are_checked_alike(fit):
     with pytest.raises(TeachLMMError, match="between 0 and 1"):
         fit.confint(level=95)
+
+
+def test_em_steps_takes_the_same_counts(fit):
+    assert len(list(tl.em.steps(fit.model, max_iter=2.0))) == 3          # the start and two steps
+    with pytest.raises(TeachLMMError, match="max_iter must be a whole number >= 0"):
+        list(tl.em.steps(fit.model, max_iter=2.5))
