@@ -185,3 +185,11 @@ def test_inference_facade_reexports_the_moved_names(old, new):
             obj = getattr(obj, part)
         return obj
     assert get(old) is get(new)
+
+
+def test_old_simulate_name_is_a_deprecated_alias_of_simulate_data():
+    import numpy as np
+    with pytest.warns(DeprecationWarning, match="simulate_data"):
+        old, truth_old = teachlmm.simulate(n_groups=6, seed=3)
+    new, truth_new = teachlmm.simulate_data(n_groups=6, seed=3)
+    assert all(np.array_equal(old[k], new[k]) for k in new) and truth_old["formula"] == truth_new["formula"]
