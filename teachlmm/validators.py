@@ -12,14 +12,16 @@ Python, but never a count anyone means) is refused.
 **Seeds.** One policy for every random draw in teachlmm. A seed may be
 
 * ``None`` - fresh entropy from the operating system (not reproducible);
-* an ``int >= 0`` - the same int gives the same draws;
+* an ``int >= 0`` - the same int gives the same draws; also a list or tuple of
+  them (numpy's ``SeedSequence([seed, replication])``: one stream per
+  replication of a simulation study);
 * a ``numpy.random.SeedSequence`` - used as it is (spawn children from it);
 * a ``numpy.random.Generator`` - one draw from it seeds the run:
   ``SeedSequence(int(gen.integers(2**63)))``. The run is then reproducible
   from the generator's state, and the generator advances (works on numpy
   >= 1.22, which has no ``Generator.spawn``).
 
-A bool, a negative int, a float or anything else is refused.
+A bool, a negative int, a float, a string or anything else is refused.
 
 Examples
 --------
@@ -126,7 +128,7 @@ def seed_sequence(seed):
     >>> seed_sequence(-1)
     Traceback (most recent call last):
     ...
-    teachlmm.errors.TeachLMMError: seed must be None, an int >= 0, a numpy SeedSequence or a numpy Generator, got -1
+    teachlmm.errors.TeachLMMError: seed must be None, an int >= 0 (or a list of them), a numpy SeedSequence or a numpy Generator, got -1
     """
     if seed is None:
         return np.random.SeedSequence()
@@ -134,9 +136,14 @@ def seed_sequence(seed):
         return seed
     if isinstance(seed, np.random.Generator):
         return np.random.SeedSequence(int(seed.integers(2 ** 63)))
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)) and seed >= 0:
+    def count(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 0
+    if count(seed):
         return np.random.SeedSequence(int(seed))
-    raise TeachLMMError(f"seed must be None, an int >= 0, a numpy SeedSequence or a numpy Generator, got {seed!r}")
+    if isinstance(seed, (list, tuple)) and seed and all(count(v) for v in seed):
+        return np.random.SeedSequence([int(v) for v in seed])
+    raise TeachLMMError(f"seed must be None, an int >= 0 (or a list of them), a numpy SeedSequence or a numpy "
+                        f"Generator, got {seed!r}")
 
 
 def rng(seed):

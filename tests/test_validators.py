@@ -43,7 +43,8 @@ def test_seed_policy():
     expected = np.random.SeedSequence(int(np.random.default_rng(4).integers(2 ** 63))).entropy
     assert validators.seed_sequence(g1).entropy == validators.seed_sequence(g2).entropy == expected
     assert validators.seed_sequence(g1).entropy != expected            # the generator advanced
-    for bad in (True, -1, 1.5, "1", [1]):
+    assert validators.seed_sequence([2018, 3, 1]).entropy == np.random.SeedSequence([2018, 3, 1]).entropy
+    for bad in (True, -1, 1.5, "1", [], [1, -1], [True], (1.5,)):
         with pytest.raises(TeachLMMError, match="seed must be None, an int >= 0"):
             validators.seed_sequence(bad)
 
