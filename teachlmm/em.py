@@ -185,7 +185,7 @@ def start_values(model):
     column explains about as much variance as the residual; lme4 starts at theta = 1 likewise)."""
     s = model.stats
     beta = np.linalg.lstsq(s.XtX_total, s.Xty_total, rcond=None)[0] if model.p else np.zeros(0)
-    rss = mme.residual_moments(s, beta)[0]                  # ||y - X beta||^2 of the OLS fit
+    rss = mme.residual_sum_of_squares(s, beta)              # ||y - X beta||^2 of the OLS fit
     sigma2 = max(rss / max(model.n - model.p, 1), 1e-12 * s.yty_total / model.n, 1e-300)
     zz = np.diag(s.ZtZ.sum(0)) / model.n
     return np.diag(sigma2 / np.where(zz > 0, zz, 1.0)), float(sigma2)
@@ -335,7 +335,7 @@ def step_factor(state):
     T0 = state.T
     keep = np.flatnonzero(T0.diagonal() > 0)                # the r directions with variance
     r, q = keep.size, model.q
-    Err = mme.residual_moments(s, state.beta)[0] + (state.var_beta * s.XtX_total).sum()   # E||y - X beta||^2
+    Err = mme.residual_sum_of_squares(s, state.beta) + (state.var_beta * s.XtX_total).sum()   # E||y - X beta||^2
     if r == 0:                                               # G = 0: no random effects left to scale
         return e_step(model, state.G, Err / model.n, state.reml, state.iteration + 1)
     Tk = T0[:, keep]

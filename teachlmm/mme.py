@@ -78,7 +78,7 @@ def congruence(B, T):
     """
     k, m = B.shape[-1], T.shape[-2]
     K = (T[..., :, None, :, None] * T[..., None, :, None, :]).reshape(T.shape[:-2] + (m * m, k * k))
-    out = B.reshape(B.shape[:-2] + (k * k,)) @ np.swapaxes(K, -1, -2)      # K[(a,c),(b,d)] = T[a,b] T[c,d]
+    out = B.reshape(B.shape[:-2] + (k * k,)) @ K.swapaxes(-1, -2)          # K[(a,c),(b,d)] = T[a,b] T[c,d]
     return out.reshape(out.shape[:-1] + (m, m))
 
 
@@ -105,10 +105,11 @@ def cholesky(M):
     if q == 1:
         return np.sqrt(M)
     if q == 2:
-        l11 = np.sqrt(M[..., 0, 0])
-        l21 = M[..., 1, 0] / l11
-        l22 = np.sqrt(M[..., 1, 1] - l21 * l21)
-        return np.stack([l11, np.zeros_like(l11), l21, l22], axis=-1).reshape(M.shape)
+        L = np.zeros(M.shape)
+        L[..., 0, 0] = np.sqrt(M[..., 0, 0])
+        L[..., 1, 0] = M[..., 1, 0] / L[..., 0, 0]
+        L[..., 1, 1] = np.sqrt(M[..., 1, 1] - L[..., 1, 0] ** 2)
+        return L
     return np.linalg.cholesky(M)
 
 
@@ -128,8 +129,11 @@ def lower_inverse(L):
     if q == 1:
         return 1.0 / L
     if q == 2:
-        w11, w22 = 1.0 / L[..., 0, 0], 1.0 / L[..., 1, 1]
-        return np.stack([w11, np.zeros_like(w11), -L[..., 1, 0] * w11 * w22, w22], axis=-1).reshape(L.shape)
+        W = np.zeros(L.shape)
+        W[..., 0, 0] = 1.0 / L[..., 0, 0]
+        W[..., 1, 1] = 1.0 / L[..., 1, 1]
+        W[..., 1, 0] = -L[..., 1, 0] * W[..., 0, 0] * W[..., 1, 1]
+        return W
     return np.linalg.inv(L)
 
 
@@ -158,7 +162,7 @@ def inv_logdet(M):
         inv = np.stack([d, -b, -b, a], axis=-1).reshape(M.shape) / det[..., None, None]
         return inv, np.log(det)
     W = lower_inverse(cholesky(M))                            # M^-1 = W'W, log|M| = -2 sum_k log w_kk
-    return np.swapaxes(W, -1, -2) @ W, -2.0 * np.log(np.diagonal(W, 0, -2, -1)).sum(-1)
+    return W.swapaxes(-1, -2) @ W, -2.0 * np.log(W.diagonal(0, -2, -1)).sum(-1)
 
 
 def _spd_inverse(A):
@@ -169,12 +173,12 @@ def _spd_inverse(A):
     if A.shape[-1] == 0:
         return A, np.zeros(A.shape[:-2])
     R_inv = np.linalg.inv(np.linalg.cholesky(A))
-    return np.swapaxes(R_inv, -1, -2) @ R_inv, -2.0 * np.log(np.diagonal(R_inv, 0, -2, -1)).sum(-1)
+    return R_inv.swapaxes(-1, -2) @ R_inv, -2.0 * np.log(R_inv.diagonal(0, -2, -1)).sum(-1)
 
 
 def _scalar(x):
     """A 0-d result as a Python float (one chain), else the array (one value per chain)."""
-    return float(x) if np.ndim(x) == 0 else x
+    return x if getattr(x, "ndim", 0) else float(x)
 
 
 # ----------------------------------------------------------------------------
@@ -243,10 +247,14 @@ def residual_moments(stats, beta):
         Z_j'r_j = Z_j'y_j - Z_j'X_j beta
     """
     s, beta = stats, np.asarray(beta)
-    rtr = s.yty_total - 2 * (beta * s.Xty_total).sum(-1) + ((beta @ s.XtX_total) * beta).sum(-1)
+    rtr = _rtr(s, beta)
     J, q, p = s.ZtX.shape
     ZtX_beta = beta @ s.ZtX.reshape(J * q, p).T               # Z_j'X_j beta, all groups in one product
     return rtr, s.Zty - ZtX_beta.reshape(beta.shape[:-1] + (J, q))
+
+
+def _rtr(s, beta):
+    return s.yty_total - 2 * (beta * s.Xty_total).sum(-1) + ((beta @ s.XtX_total) * beta).sum(-1)
 
 
 def _ssr(stats, rtr, Ztr, b):
@@ -269,12 +277,14 @@ def b_hat(stats, Minv, beta):
     return np.einsum("...jqr,...jr->...jq", Minv, Ztr)      # b_hat_j = M_j^-1 Z_j'r_j
 
 
-def residual_sum_of_squares(stats, beta, b):
+def residual_sum_of_squares(stats, beta, b=None):
     """||y - X beta - Z b||^2 from the per-group statistics (no length-n vector), batched over chains.
 
     With r = y - X beta (see :func:`residual_moments`)::
 
         ||r_j - Z_j b_j||^2 = r_j'r_j - 2 b_j'Z_j'r_j + b_j'Z_j'Z_j b_j
+
+    Without ``b``: ||y - X beta||^2 = r'r, the fixed part's residual sum of squares.
 
     Examples
     --------
@@ -284,6 +294,8 @@ def residual_sum_of_squares(stats, beta, b):
     >>> bool(np.isclose(residual_sum_of_squares(m.stats, beta, b), ((m.y - m.X @ beta) ** 2).sum()))
     True
     """
+    if b is None:
+        return _scalar(_rtr(stats, np.asarray(beta)))
     rtr, Ztr = residual_moments(stats, beta)
     return _scalar(_ssr(stats, rtr, Ztr, b))
 
@@ -323,7 +335,7 @@ def solve(stats, G, sigma2, beta_precision=None, beta=None):
     s = stats
     T = relative_factor(G, sigma2)                            # G = sigma2 T T'
     q = T.shape[-1]
-    M_tilde = congruence(s.ZtZ, np.swapaxes(T, -1, -2)) + np.eye(q)    # M~_j = T'Z_j'Z_j T + I = L_j L_j'
+    M_tilde = congruence(s.ZtZ, T.swapaxes(-1, -2)) + np.eye(q)        # M~_j = T'Z_j'Z_j T + I = L_j L_j'
     M_tilde_inv, logdet_M_tilde = inv_logdet(M_tilde)
     Minv = congruence(M_tilde_inv, T)                         # M_j^-1 = T M~_j^-1 T'
     XtZ_Minv = s.XtZ @ Minv                                   # X_j'Z_j M_j^-1, (J, p, q)
