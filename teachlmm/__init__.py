@@ -10,21 +10,46 @@ Modules, one idea each: :mod:`~teachlmm.formula` (lmer syntax),
 :mod:`~teachlmm.design` (X, Z and per-group statistics), :mod:`~teachlmm.mme`
 (the mixed-model equations at given variance components), :mod:`~teachlmm.em`,
 :mod:`~teachlmm.gibbs`, :mod:`~teachlmm.blup` (the three fitting methods),
-:mod:`~teachlmm.results`, :mod:`~teachlmm.inference`,
-:mod:`~teachlmm.diagnostics` and :mod:`~teachlmm.plots` (the only module that
-needs matplotlib; imported on first use).
+:mod:`~teachlmm.results` (with ``deviance`` and ``simulate`` from a fit),
+:mod:`~teachlmm.compare` (``anova``), :mod:`~teachlmm.intervals` (``confint``,
+``bootstrap``), :mod:`~teachlmm.diagnostics` and :mod:`~teachlmm.plots` (the only
+module that needs matplotlib; imported on first use). :mod:`~teachlmm.validators`
+and :mod:`~teachlmm.tables` hold the argument checks and the text tables every
+module shares; :mod:`~teachlmm.inference` re-exports the names it used to hold.
+
+``tl.simulate_data`` makes new data with a known truth (``tl.simulate`` is its
+old, deprecated name); ``fit.simulate`` draws new responses from a fit.
 """
 import importlib
+import warnings
 
 from . import blup, em, mme
-from .data import load_radon, read_csv, read_csv_chunks, simulate
+from .data import load_radon, read_csv, read_csv_chunks
+from .data import simulate as simulate_data
 from .design import Model
 from .errors import BoundaryWarning, ConvergenceWarning, DataError, DesignError, FormulaError, TeachLMMError
 from .results import MixedModelResult
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "plots", "exercises", "formula", "design"}
+_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "intervals", "compare", "plots", "exercises", "formula",
+                 "design", "results", "validators", "tables", "data"}
+
+
+def simulate(*args, **kwargs):
+    """Deprecated name of :func:`simulate_data` (new data with a known truth); it goes in the next release.
+
+    ``tl.simulate`` read like lme4's ``simulate()``, which draws new responses
+    from a *fit*: that is ``fit.simulate``. New data from scratch is ``tl.simulate_data``.
+
+    The DeprecationWarning is attributed to teachlmm itself (``stacklevel=1``), so
+    Python shows it under pytest and ``-W default`` but not in a notebook cell,
+    whose stderr would fail the book's build while its pages still use the old name.
+    """
+    warnings.warn("tl.simulate is renamed tl.simulate_data (new data with a known truth); fit.simulate "
+                  "draws responses from a fit. The old name goes in the next release.",
+                  DeprecationWarning, stacklevel=1)
+    return simulate_data(*args, **kwargs)
 
 
 def __getattr__(name):
@@ -32,10 +57,11 @@ def __getattr__(name):
     if name in _LAZY_MODULES:
         return importlib.import_module(f".{name}", __name__)
     if name == "anova":
-        return importlib.import_module(".inference", __name__).anova
+        return importlib.import_module(".compare", __name__).anova
     raise AttributeError(f"module 'teachlmm' has no attribute {name!r}")
 
 
-__all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate", "em", "mme", "anova",
-           "blup", "gibbs", "diagnostics", "inference", "plots", "exercises",
+__all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate",
+           "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "intervals", "compare", "plots",
+           "exercises", "validators", "tables",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

@@ -69,41 +69,7 @@ from . import mme
 from .errors import DesignError
 from .results import MixedModelResult
 
-__all__ = ["BLUPResult", "fit", "check_variance_components", "shrinkage",
-           "Pooled", "Pooling", "pooling"]
-
-
-# ----------------------------------------------------------------------------
-# checking a typed-in (G, sigma2)
-# ----------------------------------------------------------------------------
-
-def check_variance_components(model, G, sigma2, tol=1e-8):
-    """Validate variance components typed in for ``model``; return them as (G array, float sigma2).
-
-    Accepted: G as a nested list or array of shape (q, q), or a single number
-    when the model has one random term; sigma2 as a number. G must be finite,
-    symmetric and positive semi-definite (a 0 variance, or a correlation of
-    exactly +-1, is allowed), up to a relative tolerance ``tol`` for rounding;
-    sigma2 must be positive.
-
-    Raises
-    ------
-    TeachLMMError
-        Saying which requirement failed and what it means.
-
-    Examples
-    --------
-    >>> import teachlmm as tl
-    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
-    >>> G, sigma2 = check_variance_components(model, 0.1, 0.57)
-    >>> G
-    array([[0.1]])
-    >>> check_variance_components(model, [[0.1]], -1)
-    Traceback (most recent call last):
-    ...
-    teachlmm.errors.TeachLMMError: sigma2 must be a positive, finite number (the residual variance), got -1.0; ...
-    """
-    return model.check_variance_components(G, sigma2, tol)
+__all__ = ["BLUPResult", "fit", "shrinkage", "Pooled", "Pooling", "pooling"]
 
 
 # ----------------------------------------------------------------------------
@@ -192,7 +158,8 @@ def fit(model, G, sigma2, reml=True):
     ------
     TeachLMMError
         For a G of the wrong shape, not symmetric or not positive
-        semi-definite, or a sigma2 that is not positive.
+        semi-definite, or a sigma2 that is not positive
+        (:meth:`teachlmm.Model.check_variance_components`, the one check every method uses).
 
     Examples
     --------
@@ -209,7 +176,7 @@ def fit(model, G, sigma2, reml=True):
     >>> int(n[69]), round(float(bl.lambda_[69]), 3)               # St Louis: 116 houses
     (116, 0.953)
     """
-    G, sigma2 = check_variance_components(model, G, sigma2)
+    G, sigma2 = model.check_variance_components(G, sigma2)
     return BLUPResult(model, G, sigma2, reml=reml)
 
 
@@ -252,12 +219,6 @@ class Pooling(dict):
         self.__dict__.update(shared)
 
 
-def _coef_columns(model):
-    """Columns of lme4's ``coef()``: the fixed ones, then random terms with no fixed part."""
-    extra = [r for r in model.ranef_names if r not in model.fixef_names]
-    return list(model.fixef_names) + extra, extra
-
-
 def _complete_pooling(model):
     """One least-squares regression of y on every coefficient column, ignoring the groups.
 
@@ -265,10 +226,11 @@ def _complete_pooling(model):
     c = (W'W)^-1 W'y, s^2 = (y'y - c'W'y) / (n - k), Var(c) = s^2 (W'W)^-1.
     """
     s = model.stats
-    names, extra = _coef_columns(model)
-    XtX, XtZ, ZtZ = s.XtX.sum(0), s.XtZ.sum(0), s.ZtZ.sum(0)
-    full = np.block([[XtX, XtZ], [XtZ.T, ZtZ]])                    # [X Z]'[X Z]
-    full_y = np.concatenate([s.Xty.sum(0), s.Zty.sum(0)])
+    names = model.coef_names
+    extra = names[model.p:]                                        # random terms with no fixed part
+    XtZ, ZtZ = s.XtZ.sum(0), s.ZtZ.sum(0)
+    full = np.block([[s.XtX_total, XtZ], [XtZ.T, ZtZ]])            # [X Z]'[X Z]
+    full_y = np.concatenate([s.Xty_total, s.Zty.sum(0)])
     keep = list(range(model.p)) + [model.p + model.ranef_names.index(r) for r in extra]
     WtW, Wty = full[np.ix_(keep, keep)], full_y[keep]
     try:
@@ -278,7 +240,7 @@ def _complete_pooling(model):
                           "complete pooling cannot be computed") from None
     c = WtW_inv @ Wty
     k = len(keep)
-    s2 = (s.yty.sum() - c @ Wty) / (model.n - k)                   # OLS residual variance
+    s2 = (s.yty_total - c @ Wty) / (model.n - k)                   # OLS residual variance
     return c, np.sqrt(s2 * np.diag(WtW_inv)), names
 
 
@@ -319,7 +281,7 @@ def _no_pooling(model, beta, sigma2):
     singular = _singular_groups(s.ZtZ)
     ZtZ_safe = np.where(singular[:, None, None], np.eye(q), s.ZtZ)
     ZtZ_inv = np.linalg.inv(ZtZ_safe)                              # (Z_j'Z_j)^-1, batched
-    Ztr = s.Zty - np.einsum("jpq,p->jq", s.XtZ, beta)              # Z_j'(y_j - X_j beta)
+    Ztr = mme.residual_moments(s, beta)[1]                         # Z_j'(y_j - X_j beta)
     b_ols = np.einsum("jqr,jr->jq", ZtZ_inv, Ztr)
     se = np.sqrt(sigma2 * np.einsum("jqq->jq", ZtZ_inv))
     b_ols[singular] = np.nan
@@ -383,7 +345,7 @@ def pooling(model, G, sigma2):
     """
     result = fit(model, G, sigma2)
     J = model.J
-    coef_names, _ = _coef_columns(model)
+    coef_names = model.coef_names
     random = [coef_names.index(r) for r in model.ranef_names]     # coef columns of the random terms
 
     c, c_se, _ = _complete_pooling(model)

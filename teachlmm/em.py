@@ -20,16 +20,27 @@ M-step
     sigma2_new = (1/n) E ||y - X beta - Z b||^2
                = (1/n) [ ||y - X beta_hat - Z b_hat||^2 + tr(Cov(beta, b | y) [X Z]'[X Z]) ]
 
-The trace term is written per group with Z_j'Z_j, X_j'Z_j and X'X, so no G^-1
-is needed (design.md writes it as sigma2 [k - sum_j tr(G^-1 Var(b_j|y)) / sigma2];
-the two are equal when G is invertible; ours also works on the boundary).
-Each EM step never lowers the (restricted) log-likelihood.
+The trace term is written per group with Z_j'Z_j, X_j'Z_j and X'X::
+
+    ML:    tr = sum_j tr(Var(b_j | y) Z_j'Z_j)
+    REML:  tr = sum_j [ tr(Var(b_j | y) Z_j'Z_j) + 2 tr(Cov(b_j, beta | y) X_j'Z_j) ] + tr(Var(beta | y) X'X)
+
+so no G^-1 is needed. Textbooks often write the same term with G^-1 instead:
+since M_j = Z_j'Z_j + sigma2 G^-1, tr(Var(b_j | y) Z_j'Z_j) = sigma2 q - sigma2^2
+tr(G^-1 M_j^-1) for ML, i.e. sigma2 [J q - sum_j tr(G^-1 Var(b_j | y))]. The
+two agree when G is invertible; ours also works on the boundary, where G^-1
+does not exist. Each EM step never lowers the (restricted) log-likelihood.
 
 Use it one step at a time::
 
     state = init(model, reml=True)
     state = step(state)              # state.loglik, state.G, state.b, state.var_b ...
     for s in steps(model): ...       # a generator over step()
+
+or do the two halves yourself, the E-step and the M-step::
+
+    state = e_step(model, G, sigma2, reml=True)   # conditional moments at (G, sigma2)
+    G, sigma2 = m_step(state)                     # the new variance components
 
 or let :func:`fit` loop to convergence. The textbook step is slow (hundreds
 of iterations on the radon models), so ``fit`` by default uses
@@ -45,11 +56,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import mme
+from . import mme, validators
 from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
 from .results import MixedModelResult
 
-__all__ = ["State", "Record", "init", "step", "step_factor", "steps", "fit"]
+__all__ = ["State", "Record", "e_step", "m_step", "init", "step", "step_factor", "steps", "fit"]
 
 
 class Record(NamedTuple):
@@ -80,7 +91,8 @@ class State(NamedTuple):
     cov_b_beta : (J, q, p) Cov(b_j, beta | y) (REML; zero for ML, where beta is a parameter).
     var_beta : (p, p) Var(beta | y) (REML; zero for ML).
     loglik : (restricted) log-likelihood at (G, sigma2).
-    rss : ||y - X beta - Z b||^2.   trace : tr(Cov(beta, b | y) [X Z]'[X Z]) / sigma2.
+    rss : ||y - X beta - Z b||^2.   trace : tr(Cov(beta, b | y) [X Z]'[X Z]), on the scale of sigma2
+        like ``var_b`` (so E||y - X beta - Z b||^2 = rss + trace).
     reml : bool.   model : the Model.
     """
 
@@ -101,7 +113,33 @@ class State(NamedTuple):
 
 
 def e_step(model, G, sigma2, reml, iteration=0):
-    """Conditional moments of the missing data at (G, sigma2): the E-step."""
+    """The E-step: conditional moments of the missing data (b, and for REML beta) at (G, sigma2).
+
+    From :func:`teachlmm.mme.solve` at (G, sigma2), with M_j = Z_j'Z_j + sigma2 G^-1
+    and A = X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j::
+
+        E(b_j | y)          = b_hat_j
+        Var(b_j | y)        = sigma2 M_j^-1                                     (ML)
+                            = sigma2 (M_j^-1 + M_j^-1 Z_j'X_j A^-1 X_j'Z_j M_j^-1)   (REML)
+        Cov(b_j, beta | y)  = -sigma2 M_j^-1 Z_j'X_j A^-1,   Var(beta | y) = sigma2 A^-1   (REML)
+
+    Parameters
+    ----------
+    model : Model.   G : (q, q).   sigma2 : float.   reml : bool.
+    iteration : int, stored in the state.
+
+    Returns
+    -------
+    State (its ``trace`` is tr(Cov(beta, b | y) [X Z]'[X Z]) on the sigma2 scale).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> state = tl.em.e_step(model, np.array([[0.1]]), 0.57, reml=True)
+    >>> state.b.shape, state.var_b.shape
+    ((85, 1), (85, 1, 1))
+    """
     s = model.stats
     sol = mme.solve(s, G, sigma2)
     var_b = sol.Minv                                         # Var(b_j | y, beta) / sigma2 = M_j^-1
@@ -117,16 +155,28 @@ def e_step(model, G, sigma2, reml, iteration=0):
         C, A_inv = np.zeros((model.J, model.q, model.p)), np.zeros((model.p, model.p))
     ll = mme.loglik(s, G, sigma2, reml, sol)
     return State(iteration, np.asarray(G, float), float(sigma2), sol.T, sol.beta, sol.b, sigma2 * var_b,
-                 sigma2 * C, sigma2 * A_inv, ll, sol.rss, float(trace), reml, model)
+                 sigma2 * C, sigma2 * A_inv, ll, sol.rss, float(sigma2 * trace), reml, model)
 
 
 def m_step(state):
-    """New (G, sigma2) from the E-step moments of ``state``."""
+    """The M-step: new (G, sigma2) from the E-step moments of ``state``::
+
+        G_new      = (1/J) sum_j [ b_hat_j b_hat_j' + Var(b_j | y) ]     (0 between uncorrelated blocks)
+        sigma2_new = (1/n) [ ||y - X beta_hat - Z b_hat||^2 + trace ]   = (1/n) E||y - X beta - Z b||^2
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> G, sigma2 = tl.em.m_step(tl.em.init(model))
+    >>> G.shape, sigma2 > 0
+    ((1, 1), True)
+    """
     J, n = state.model.J, state.model.n
     bb = np.einsum("jq,jr->qr", state.b, state.b)
     G = (bb + state.var_b.sum(0)) / J * state.model.G_mask   # G_new = mean_j E(b_j b_j' | y)
     G = 0.5 * (G + G.T)
-    sigma2 = (state.rss + state.sigma2 * state.trace) / n    # sigma2_new = E||e||^2 / n
+    sigma2 = (state.rss + state.trace) / n                   # sigma2_new = E||y - X beta - Z b||^2 / n
     return G, sigma2
 
 
@@ -135,7 +185,7 @@ def start_values(model):
     column explains about as much variance as the residual; lme4 starts at theta = 1 likewise)."""
     s = model.stats
     beta = np.linalg.lstsq(s.XtX_total, s.Xty_total, rcond=None)[0] if model.p else np.zeros(0)
-    rss = s.yty_total - s.Xty_total @ beta
+    rss = mme.residual_sum_of_squares(s, beta)              # ||y - X beta||^2 of the OLS fit
     sigma2 = max(rss / max(model.n - model.p, 1), 1e-12 * s.yty_total / model.n, 1e-300)
     zz = np.diag(s.ZtZ.sum(0)) / model.n
     return np.diag(sigma2 / np.where(zz > 0, zz, 1.0)), float(sigma2)
@@ -190,6 +240,7 @@ def steps(model, reml=True, max_iter=None, **start):
     >>> [round(s.loglik, 2) for s, _ in zip(tl.em.steps(model), range(3))]
     [-1116.42, -1091.66, -1087.64]
     """
+    max_iter = None if max_iter is None else validators.nonnegative_int(max_iter, "max_iter")
     state = init(model, reml, **start)
     yield state
     while max_iter is None or state.iteration < max_iter:
@@ -284,8 +335,7 @@ def step_factor(state):
     T0 = state.T
     keep = np.flatnonzero(T0.diagonal() > 0)                # the r directions with variance
     r, q = keep.size, model.q
-    Err = (s.yty_total - 2 * state.beta @ s.Xty_total        # E||y - X beta||^2
-           + state.beta @ s.XtX_total @ state.beta + (state.var_beta * s.XtX_total).sum())
+    Err = mme.residual_sum_of_squares(s, state.beta) + (state.var_beta * s.XtX_total).sum()   # E||y - X beta||^2
     if r == 0:                                               # G = 0: no random effects left to scale
         return e_step(model, state.G, Err / model.n, state.reml, state.iteration + 1)
     Tk = T0[:, keep]

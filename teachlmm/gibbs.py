@@ -1,6 +1,7 @@
 r"""Gibbs sampler for the hierarchical normal model (the Bayesian linear mixed model).
 
-The model (design.md section 1, reduced form), with conjugate priors::
+The model (the lecture's reduced form: each group's regression, with the
+group effects b_j drawn from one normal distribution), with conjugate priors::
 
     y_j   = X_j beta + Z_j b_j + eps_j,   eps_j ~ N(0, sigma2 I),   b_j ~ N(0, G)
     beta  ~ N(0, tau2 I)          (tau2 = inf: flat)
@@ -70,9 +71,10 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 import scipy.special
 
-from . import diagnostics
-from .mme import relative_factor          # batched over chains: G (chains, q, q), sigma2 (chains,)
+from . import diagnostics, mme, validators
 from .errors import ConvergenceWarning, TeachLMMError
+from .mme import cholesky, lower_inverse, relative_factor, residual_sum_of_squares   # batched over chains
+from .tables import format_table
 
 __all__ = ["Prior", "default_prior", "Noise", "draw_noise", "relative_factor", "coefficient_block",
            "draw_coefficients", "bartlett_inv_wishart", "inv_wishart", "draw_G", "residual_sum_of_squares",
@@ -279,11 +281,11 @@ class ChainStreams(NamedTuple):
 
 
 def _chain_generators(seed, chains):
-    """Streams for ``chains`` chains: chain k's from the k-th child of ``SeedSequence(seed)``."""
-    if isinstance(seed, np.random.Generator):
-        raise TeachLMMError("seed must be an int or a numpy SeedSequence (not a Generator): "
-                            "each chain gets its own generators spawned from it")
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    """Streams for ``chains`` chains: chain k's from the k-th child of the seed's SeedSequence.
+
+    The seed follows teachlmm's one policy (:func:`teachlmm.validators.seed_sequence`).
+    """
+    ss = validators.seed_sequence(seed)
     return tuple(ChainStreams(*(np.random.default_rng(s) for s in child.spawn(3))) for child in ss.spawn(chains))
 
 
@@ -366,71 +368,12 @@ def _noise_per_sweep(rng, model, prior, total):
 
 
 # ----------------------------------------------------------------------------
-# small dense algebra, batched over any leading axes (chains, groups)
+# the three blocks of a sweep
 # ----------------------------------------------------------------------------
 
 def _t(a):
     """Transpose of the last two axes (a stack of matrices)."""
     return a.swapaxes(-1, -2)
-
-
-def _cholesky(M):
-    """Lower-triangular L with L L' = M, for a stack of positive definite matrices.
-
-    q = 1 and 2 in closed form (for tiny matrices a LAPACK call per matrix
-    costs more than the arithmetic), larger q by numpy::
-
-        l11 = sqrt(m11),   l21 = m21 / l11,   l22 = sqrt(m22 - l21^2)
-    """
-    q = M.shape[-1]
-    if q == 1:
-        return np.sqrt(M)
-    if q == 2:
-        L = np.zeros(M.shape)
-        L[..., 0, 0] = np.sqrt(M[..., 0, 0])
-        L[..., 1, 0] = M[..., 1, 0] / L[..., 0, 0]
-        L[..., 1, 1] = np.sqrt(M[..., 1, 1] - L[..., 1, 0] ** 2)
-        return L
-    return np.linalg.cholesky(M)
-
-
-def _lower_inverse(L):
-    """Inverse of a stack of lower-triangular matrices (closed form for q <= 2)::
-
-        [[l11, 0], [l21, l22]]^-1 = [[1/l11, 0], [-l21 / (l11 l22), 1/l22]]
-    """
-    q = L.shape[-1]
-    if q == 1:
-        return 1.0 / L
-    if q == 2:
-        W = np.zeros(L.shape)
-        W[..., 0, 0] = 1.0 / L[..., 0, 0]
-        W[..., 1, 1] = 1.0 / L[..., 1, 1]
-        W[..., 1, 0] = -L[..., 1, 0] * W[..., 0, 0] * W[..., 1, 1]
-        return W
-    return np.linalg.inv(L)
-
-
-def _cholesky_inverse(M):
-    """W = L^-1 for the Cholesky factor L of each M in a stack, so that M^-1 = W'W."""
-    return _lower_inverse(_cholesky(M))
-
-
-# ----------------------------------------------------------------------------
-# the three blocks of a sweep
-# ----------------------------------------------------------------------------
-
-class Totals(NamedTuple):
-    """Sums over groups of the per-group statistics (computed once per model)."""
-
-    XtX: np.ndarray
-    Xty: np.ndarray
-    yty: float
-    n: float
-
-
-def _totals(stats):
-    return Totals(stats.XtX.sum(0), stats.Xty.sum(0), float(stats.yty.sum()), float(stats.n.sum()))
 
 
 class CoefficientBlock(NamedTuple):
@@ -443,10 +386,12 @@ class CoefficientBlock(NamedTuple):
     K: np.ndarray              # (..., J, q, q) M_j^-1 = K_j K_j'
 
 
-def coefficient_block(stats, totals, G, sigma2, tau2):
+def coefficient_block(stats, G, sigma2, tau2):
     """The conditional law of (beta, b) given (G, sigma2): the mixed-model equations plus the prior.
 
-    With G = sigma2 T T' and M~_j = T'Z_j'Z_j T + I = L_j L_j' (Cholesky)::
+    This is :func:`teachlmm.mme.solve` with the prior beta ~ N(0, tau2 I) as
+    ``beta_precision = (sigma2 / tau2) I``, batched over the chains. With
+    G = sigma2 T T' and M~_j = T'Z_j'Z_j T + I = L_j L_j' (Cholesky)::
 
         M_j^-1   = T M~_j^-1 T' = K_j K_j',   K_j = T L_j^-T
         A        = X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j + (sigma2 / tau2) I  = R R'
@@ -454,36 +399,26 @@ def coefficient_block(stats, totals, G, sigma2, tau2):
 
     Parameters
     ----------
-    stats : GroupStats.  totals : Totals.  G : (..., q, q).  sigma2 : (...).
+    stats : GroupStats.  G : (..., q, q).  sigma2 : (...).
     tau2 : float or (p,): prior variances of beta (inf: flat).
 
     Returns
     -------
     CoefficientBlock
     """
-    sigma2 = np.asarray(sigma2)
-    p, q = stats.XtZ.shape[1:]
-    T = relative_factor(G, sigma2)[..., None, :, :]                 # (..., 1, q, q): same T for all j
-    Mt = _t(T) @ stats.ZtZ @ T + np.eye(q)                          # M~_j
-    K = T @ _t(_cholesky_inverse(Mt))                               # K_j = T L_j^-T
-    Minv = K @ _t(K)                                                # M_j^-1
-    XtZ_Minv = stats.XtZ @ Minv                                     # X_j'Z_j M_j^-1
-    prior_precision = sigma2[..., None, None] * np.diag(1.0 / np.broadcast_to(tau2, (p,)))
-    A = totals.XtX - np.einsum("...jpq,jrq->...pr", XtZ_Minv, stats.XtZ) + prior_precision
-    c = totals.Xty - np.einsum("...jpq,jq->...p", XtZ_Minv, stats.Zty)
-    Rinv = _cholesky_inverse(A)
-    A_inv = _t(Rinv) @ Rinv                                         # A^-1 = R^-T R^-1
-    beta_mean = np.einsum("...pr,...r->...p", A_inv, c)
-    return CoefficientBlock(beta_mean, A_inv, Rinv, Minv, K)
+    sigma2 = np.asarray(sigma2, dtype=float)
+    p = stats.XtZ.shape[1]
+    prior_precision = sigma2[..., None, None] * np.diag(1.0 / np.broadcast_to(tau2, (p,)))   # (sigma2/tau2) I
+    sol = mme.solve(stats, G, sigma2, beta_precision=prior_precision)
+    return CoefficientBlock(sol.beta, sol.A_inv, sol.R_inv, sol.Minv, sol.K)
 
 
 def b_mean(stats, Minv, beta):
-    """E(b_j | beta, G, sigma2, y) = M_j^-1 Z_j'(y_j - X_j beta) for every group (and chain)."""
-    Ztr = stats.Zty - np.einsum("jpq,...p->...jq", stats.XtZ, beta)   # Z_j'(y_j - X_j beta)
-    return np.einsum("...jqr,...jr->...jq", Minv, Ztr)
+    """E(b_j | beta, G, sigma2, y) = M_j^-1 Z_j'(y_j - X_j beta) for every group (and chain): :func:`teachlmm.mme.b_hat`."""
+    return mme.b_hat(stats, Minv, beta)
 
 
-def draw_coefficients(stats, totals, G, sigma2, tau2, z):
+def draw_coefficients(stats, G, sigma2, tau2, z):
     """Draw (beta, b) jointly from their conditional given (G, sigma2), all groups at once.
 
     First beta with b integrated out, then every b_j given that beta::
@@ -496,7 +431,7 @@ def draw_coefficients(stats, totals, G, sigma2, tau2, z):
 
     Parameters
     ----------
-    stats, totals, G, sigma2, tau2 : as in :func:`coefficient_block`.
+    stats, G, sigma2, tau2 : as in :func:`coefficient_block`.
     z : (..., p + J q) standard normals (``Noise.z``).
 
     Returns
@@ -504,7 +439,7 @@ def draw_coefficients(stats, totals, G, sigma2, tau2, z):
     beta (..., p), b (..., J, q), the CoefficientBlock, and b's conditional mean.
     """
     J, p, q = stats.XtZ.shape
-    block = coefficient_block(stats, totals, G, sigma2, tau2)
+    block = coefficient_block(stats, G, sigma2, tau2)
     root_s2 = np.sqrt(sigma2)
     z_beta, z_b = z[..., :p], z[..., p:].reshape(z.shape[:-1] + (J, q))
     beta = block.beta_mean + root_s2[..., None] * np.einsum("...rp,...r->...p", block.Rinv, z_beta)
@@ -533,7 +468,7 @@ def bartlett_inv_wishart(S, chi2, z):
         for m in range(k):
             A[..., k, m] = z[..., below]
             below += 1
-    F = _cholesky(S) @ _t(_lower_inverse(A))                        # F = C A^-T
+    F = cholesky(S) @ _t(lower_inverse(A))                          # F = C A^-T
     return F @ _t(F)
 
 
@@ -597,19 +532,6 @@ def draw_G(b, blocks, prior, chi2, z):
         G[ix] = bartlett_inv_wishart(scale[ix], chi2[..., used_chi2:used_chi2 + qb], z[..., used_z:used_z + m])
         used_chi2, used_z = used_chi2 + qb, used_z + m
     return G, tuple(dfs), scale
-
-
-def residual_sum_of_squares(stats, totals, beta, b):
-    """SSR = ||y - X beta - Z b||^2 from the per-group statistics (no length-n vector).
-
-    With r = y - X beta:  r'r = y'y - 2 beta'X'y + beta'X'X beta, and per group
-    ||r_j - Z_j b_j||^2 = r_j'r_j - 2 b_j'Z_j'r_j + b_j'Z_j'Z_j b_j.
-    """
-    rtr = (totals.yty - 2 * np.einsum("...p,p->...", beta, totals.Xty)
-           + np.einsum("...p,pr,...r->...", beta, totals.XtX, beta))
-    Ztr = stats.Zty - np.einsum("jpq,...p->...jq", stats.XtZ, beta)
-    return (rtr - 2 * np.einsum("...jq,...jq->...", b, Ztr)
-            + np.einsum("...jq,jqr,...jr->...", b, stats.ZtZ, b))
 
 
 def sigma2_conditional(ssr, n, prior):
@@ -694,7 +616,7 @@ class State(NamedTuple):
     cond : Conditionals of the last sweep (at init: the (beta, b) moments at the start
         values; the G and sigma2 fields are None until the first sweep).
     rng : ChainStreams, or a tuple of them (one per chain).
-    model : the Model.   prior : the resolved Prior.   totals : Totals of the statistics.
+    model : the Model.   prior : the resolved Prior.
     """
 
     iteration: int
@@ -706,13 +628,6 @@ class State(NamedTuple):
     rng: Any
     model: Any
     prior: Prior
-    totals: Totals
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise TeachLMMError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _dispersed_start(model, rng):
@@ -740,9 +655,10 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
     Parameters
     ----------
     model : Model
-    seed : int or numpy.random.SeedSequence, optional
-        Chain k uses a generator from ``SeedSequence(seed).spawn(chains)[k]``;
-        the same seed gives the same draws.
+    seed : None, int >= 0, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Chain k uses generators from ``SeedSequence(seed).spawn(chains)[k]``;
+        the same seed gives the same draws (teachlmm's seed policy:
+        :func:`teachlmm.validators.seed_sequence`).
     prior : Prior, optional (default: :func:`default_prior`).
     chains : int, optional
         None: one chain, arrays without a chain axis (the step-through view).
@@ -762,7 +678,7 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
     88.0
     """
     prior = (prior if prior is not None else Prior()).resolve(model)
-    n_chains = 1 if chains is None else _positive_int(chains, "chains")
+    n_chains = 1 if chains is None else validators.positive_int(chains, "chains")
     rngs = _chain_generators(seed, n_chains)
     rng = rngs[0] if chains is None else rngs
     G0, s0 = _dispersed_start(model, rng)
@@ -775,12 +691,11 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
         if sigma2 is not None:
             s0 = np.full(np.shape(s0), s_chk)
     s0 = np.asarray(s0, dtype=float)
-    totals = _totals(model.stats)
-    block = coefficient_block(model.stats, totals, G0, s0, prior.tau2)
+    block = coefficient_block(model.stats, G0, s0, prior.tau2)
     mean_b = b_mean(model.stats, block.Minv, block.beta_mean)
     cond = Conditionals(block.beta_mean, s0[..., None, None] * block.A_inv, mean_b,
                         s0[..., None, None, None] * block.Minv, None, None, None, None, None)
-    return State(0, block.beta_mean, mean_b, G0, s0, cond, rng, model, prior, totals)
+    return State(0, block.beta_mean, mean_b, G0, s0, cond, rng, model, prior)
 
 
 def step(state):
@@ -796,16 +711,16 @@ def step(state):
     >>> s.iteration, s.cond.sigma2_shape       # a0 + n/2 = 0.5 + 919/2
     (2, 460.0)
     """
-    m, prior, totals = state.model, state.prior, state.totals
+    m, prior = state.model, state.prior
     noise = draw_noise(state.rng, m, prior)
-    beta, b, block, mean_b = draw_coefficients(m.stats, totals, state.G, state.sigma2, prior.tau2, noise.z)
+    beta, b, block, mean_b = draw_coefficients(m.stats, state.G, state.sigma2, prior.tau2, noise.z)
     G, G_df, G_scale = draw_G(b, m.blocks, prior, noise.chi2, noise.bartlett_z)
-    ssr = residual_sum_of_squares(m.stats, totals, beta, b)
-    sigma2, shape, rate = draw_sigma2(ssr, totals.n, prior, noise.sigma, noise.uniform)
+    ssr = residual_sum_of_squares(m.stats, beta, b)
+    sigma2, shape, rate = draw_sigma2(ssr, m.stats.n_total, prior, noise.sigma, noise.uniform)
     s2 = np.asarray(state.sigma2)
     cond = Conditionals(block.beta_mean, s2[..., None, None] * block.A_inv, mean_b,
                         s2[..., None, None, None] * block.Minv, G_df, G_scale, float(shape), rate, ssr)
-    return State(state.iteration + 1, beta, b, G, sigma2, cond, state.rng, m, prior, totals)
+    return State(state.iteration + 1, beta, b, G, sigma2, cond, state.rng, m, prior)
 
 
 # ----------------------------------------------------------------------------
@@ -819,9 +734,19 @@ class FastSweep:
     (chains x groups) than doing its arithmetic. Here every per-group matrix is
     kept as its entries, each an array of shape (chains, J), so each line of
     algebra is one elementwise numpy operation; the sums over groups are
-    single matrix products with arrays prepared once per model; the q x q
-    and p x p work per chain stays batched linear algebra. Same formulas,
-    same noise, same draws as :func:`step` (the tests check it to 1e-10).
+    single matrix products with arrays prepared once per model; the p x p work
+    per chain stays batched linear algebra.
+
+    What it computes, line by line, is what the readable path computes:
+
+    * :meth:`coefficients` is :func:`teachlmm.mme.solve` with
+      ``beta_precision = (sigma2 / tau2) I`` (M_j^-1 = K_j K_j', A = R R',
+      beta_hat) followed by :func:`draw_coefficients` (beta, then
+      :func:`teachlmm.mme.b_hat` at that beta plus noise);
+    * :meth:`residual_sum_of_squares` is :func:`teachlmm.mme.residual_sum_of_squares`.
+
+    Same formulas, same noise, same draws as :func:`step`; the tests hold both
+    equal to ``mme.solve`` on random inputs to 1e-12.
 
     Called as ``sweep(G, sigma2, noise) -> (beta, b, G, sigma2)``, chains on axis 0.
     """
@@ -831,8 +756,7 @@ class FastSweep:
         J, self.p, self.q = s.XtZ.shape
         if self.q > 2:
             raise TeachLMMError("FastSweep handles q = 1 or 2 random effects; use step() for more")
-        self.totals = _totals(s)
-        self.n = float(s.n.sum())
+        self.stats = s
         q = self.q
         # T'Z_j'Z_j T is linear in the entries of Z_j'Z_j: (T'Z_j'Z_j T)_kl = sum_ab T_ak T_bl (Z_j'Z_j)_ab
         self.ZtZ_entries = s.ZtZ.reshape(J, q * q).T.copy()                     # (q*q, J)
@@ -848,11 +772,14 @@ class FastSweep:
         self.U = W[0] if q == 1 else np.concatenate([W[0], W[1] + W[2], W[3]], axis=0)
         self.tau_precision = np.diag(1.0 / np.broadcast_to(prior.tau2, (self.p,)))
 
-    def __call__(self, G, sigma2, noise):
-        p, q = self.p, self.q
+    def coefficients(self, G, sigma2, z):
+        """(beta, b) drawn given (G, sigma2) from the standard normals z (``Noise.z``), and Z_j'(y_j - X_j beta).
+
+        With z = 0 this returns beta_hat and b_hat of :func:`teachlmm.mme.solve`.
+        """
+        p, q, s = self.p, self.q, self.stats
         C = sigma2.shape[0]
         root_s2 = np.sqrt(sigma2)[:, None]
-        # --- (beta, b) | G, sigma2 ------------------------------------------------
         T = _relative_factor_fast(G, sigma2)                          # G = sigma2 T T'
         TZT = (np.einsum("cak,cbl->cklab", T, T).reshape(C, q * q, q * q)
                @ self.ZtZ_entries)                                     # T'Z_j'Z_j T, (C, q*q, J)
@@ -874,29 +801,35 @@ class FastSweep:
             n22 = k21 * k21 + k22 * k22
             Minv = np.concatenate([n11, n21, n22], axis=1)
         sums = Minv @ self.U                                           # sum_j X_j'Z_j M_j^-1 [Z_j'X_j | Z_j'y_j]
-        A = (self.totals.XtX - sums[:, :p * p].reshape(C, p, p)
-             + sigma2[:, None, None] * self.tau_precision)
-        c = self.totals.Xty - sums[:, p * p:]
-        Rinv = _cholesky_inverse(A)                                    # A^-1 = Rinv' Rinv
-        beta = (_t(Rinv) @ (Rinv @ c[:, :, None] + root_s2[:, :, None] * noise.z[:, :p, None]))[:, :, 0]
+        A = s.XtX_total - sums[:, :p * p].reshape(C, p, p) + sigma2[:, None, None] * self.tau_precision
+        c = s.Xty_total - sums[:, p * p:]
+        Rinv = lower_inverse(cholesky(A))                              # A = R R', A^-1 = Rinv' Rinv
+        beta = (_t(Rinv) @ (Rinv @ c[:, :, None] + root_s2[:, :, None] * z[:, :p, None]))[:, :, 0]
         r = [self.Zty[k] - beta @ self.ZtX[k] for k in range(q)]      # Z_j'(y_j - X_j beta), (C, J)
-        z = noise.z[:, p:]
-        b = np.empty((C, z.shape[1] // q, q))
+        zb = z[:, p:]
+        b = np.empty((C, zb.shape[1] // q, q))
         if q == 1:
-            b[:, :, 0] = n11 * r[0] + root_s2 * k11 * z
+            b[:, :, 0] = n11 * r[0] + root_s2 * k11 * zb
         else:
-            z1, z2 = z[:, 0::2], z[:, 1::2]
+            z1, z2 = zb[:, 0::2], zb[:, 1::2]
             b[:, :, 0] = n11 * r[0] + n21 * r[1] + root_s2 * (k11 * z1 + k12 * z2)
             b[:, :, 1] = n21 * r[0] + n22 * r[1] + root_s2 * (k21 * z1 + k22 * z2)
-        # --- G | b ------------------------------------------------------------------
-        G_new = draw_G(b, self.blocks, self.prior, noise.chi2, noise.bartlett_z)[0]
-        # --- sigma2 | beta, b:  SSR = r'r + sum_j b_j'(Z_j'Z_j b_j - 2 Z_j'r_j) -------------
-        rtr = self.totals.yty + ((beta @ self.totals.XtX - 2.0 * self.totals.Xty) * beta).sum(1)
+        return beta, b, r
+
+    def residual_sum_of_squares(self, beta, b, r):
+        """SSR = r'r + sum_j b_j'(Z_j'Z_j b_j - 2 Z_j'r_j), r = y - X beta (``r`` holds the Z_j'r_j)."""
+        s, q = self.stats, self.q
+        rtr = s.yty_total + ((beta @ s.XtX_total - 2.0 * s.Xty_total) * beta).sum(1)
         ZtZb = [self.ZtZ_diag[0] * b[:, :, 0]] if q == 1 else [
             self.ZtZ_diag[0] * b[:, :, 0] + self.ZtZ_21 * b[:, :, 1],
             self.ZtZ_21 * b[:, :, 0] + self.ZtZ_diag[1] * b[:, :, 1]]
-        ssr = rtr + sum(np.einsum("cj,cj->c", b[:, :, k], ZtZb[k] - 2.0 * r[k]) for k in range(q))
-        sigma2_new = draw_sigma2(ssr, self.n, self.prior, noise.sigma, noise.uniform)[0]
+        return rtr + sum(np.einsum("cj,cj->c", b[:, :, k], ZtZb[k] - 2.0 * r[k]) for k in range(q))
+
+    def __call__(self, G, sigma2, noise):
+        beta, b, r = self.coefficients(G, sigma2, noise.z)                          # (beta, b) | G, sigma2
+        G_new = draw_G(b, self.blocks, self.prior, noise.chi2, noise.bartlett_z)[0]  # G | b
+        ssr = self.residual_sum_of_squares(beta, b, r)                              # sigma2 | beta, b
+        sigma2_new = draw_sigma2(ssr, self.stats.n_total, self.prior, noise.sigma, noise.uniform)[0]
         return beta, b, G_new, sigma2_new
 
 
@@ -910,7 +843,7 @@ def _relative_factor_fast(G, sigma2):
     s11, s22 = S[:, 0, 0], S[:, -1, -1]
     determinant = s11 * s22 - S[:, -1, 0] ** 2 if G.shape[-1] == 2 else s11
     if (s11 > 0).all() and (determinant > 1e-14 * s11 * s22).all():
-        return _cholesky(S)
+        return cholesky(S)
     return relative_factor(G, sigma2)
 
 
@@ -933,8 +866,9 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
     warmup : int >= 0
         Sweeps discarded at the start of every chain.
     chains : int > 0
-    seed : int or SeedSequence, optional
-        Same seed and number of chains: the same draws. Chain k does not
+    seed : None, int >= 0, SeedSequence or Generator, optional
+        Same seed and number of chains: the same draws (the seed policy of
+        :mod:`teachlmm.validators`). Chain k does not
         depend on how many chains run beside it.
     prior : Prior, optional (default: :func:`default_prior`, named in the summary).
     keep_b : bool
@@ -965,10 +899,9 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
     >>> round(float(post.get("floor").mean()), 1)
     -0.7
     """
-    draws, chains, thin = (_positive_int(draws, "draws"), _positive_int(chains, "chains"),
-                           _positive_int(thin, "thin"))
-    if isinstance(warmup, (bool, np.bool_)) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
-        raise TeachLMMError(f"warmup must be a non-negative integer, got {warmup!r}")
+    draws, chains, thin = (validators.positive_int(draws, "draws"), validators.positive_int(chains, "chains"),
+                           validators.positive_int(thin, "thin"))
+    warmup = validators.nonnegative_int(warmup, "warmup")
     start = time.perf_counter()
     state = init(model, seed=seed, prior=prior, chains=chains)
     prior = state.prior
@@ -1031,7 +964,7 @@ class Posterior:
         self.model, self.draws, self.prior = model, draws, prior
         self.warmup, self.thin, self.seconds, self.seed = warmup, thin, seconds, seed
         self.fixef_names, self.ranef_names = list(model.fixef_names), list(model.ranef_names)
-        self.coef_names = self.fixef_names + [r for r in self.ranef_names if r not in self.fixef_names]
+        self.coef_names = model.coef_names
         self.groups, self.group_name = model.groups, model.group_name
         self.chains, self.n_draws = draws["sigma2"].shape
 
@@ -1155,14 +1088,9 @@ class Posterior:
         header = ["", "mean", "sd", "2.5%", "50%", "97.5%", "R-hat", "ESS-bulk", "ESS-tail"]
 
         def table(pairs):
-            body = [[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
-                    + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}", f"{rows[n]['ess_tail']:.0f}"]
-                    for n, label in pairs]
-            cols = [header] + body
-            widths = [max(len(r[k]) for r in cols) for k in range(len(header))]
-            return "\n".join(" " + " ".join(c.ljust(w) if k == 0 else c.rjust(w)
-                                            for k, (c, w) in enumerate(zip(r, widths))).rstrip()
-                             for r in cols)
+            return format_table([[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
+                                 + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}",
+                                    f"{rows[n]['ess_tail']:.0f}"] for n, label in pairs], header)
 
         m = self.model
         out = [f"Bayesian linear mixed model, Gibbs sampler: {self.chains} chains x {self.n_draws} draws "

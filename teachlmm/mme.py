@@ -23,11 +23,13 @@ lower triangular (a Cholesky factor, allowed to be singular) and use::
 All arrays carry the groups on axis 0, so "for every group" is one batched
 numpy call, never a Python loop over groups.
 """
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["relative_factor", "congruence", "inv_logdet", "Solution", "solve", "loglik", "gradient_G"]
+__all__ = ["relative_factor", "congruence", "cholesky", "lower_inverse", "inv_logdet", "Solution", "residual_moments",
+           "b_hat", "residual_sum_of_squares", "solve", "loglik", "profiled_deviance", "gradient_G"]
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -67,64 +69,149 @@ def relative_factor(G, sigma2):
 
 
 def congruence(B, T):
-    """T B_j T' for every matrix B_j of a stack (J, k, k), as one matrix product.
+    """T B_j T' for every matrix B_j of a stack (..., J, k, k), as one matrix product.
 
     Entry by entry, (T B T')[a, c] = sum_bd T[a, b] T[c, d] B[b, d]: the flattened
     result is the Kronecker product K = T (x) T times the flattened B_j, so the
     whole stack is one (J, k^2) x (k^2, m^2) product instead of J small ones.
+    T may carry leading (chain) axes too: T (..., m, k) gives (..., J, m, m).
     """
-    J, k = B.shape[0], B.shape[1]
-    m = T.shape[0]
-    K = (T[:, None, :, None] * T[None, :, None, :]).reshape(m * m, k * k)   # K[(a,c),(b,d)] = T[a,b] T[c,d]
-    return (B.reshape(J, k * k) @ K.T).reshape(J, m, m)
+    k, m = B.shape[-1], T.shape[-2]
+    K = (T[..., :, None, :, None] * T[..., None, :, None, :]).reshape(T.shape[:-2] + (m * m, k * k))
+    out = B.reshape(B.shape[:-2] + (k * k,)) @ K.swapaxes(-1, -2)          # K[(a,c),(b,d)] = T[a,b] T[c,d]
+    return out.reshape(out.shape[:-1] + (m, m))
 
 
-def _spd_inverse(A):
-    """Inverse and log-determinant of a symmetric positive-definite p x p matrix, by one Cholesky."""
-    if A.size == 0:
-        return A, 0.0
-    L_inv = np.linalg.inv(np.linalg.cholesky(A))            # A = L L', A^-1 = L^-T L^-1
-    return L_inv.T @ L_inv, -2.0 * np.log(L_inv.diagonal()).sum()
+# ----------------------------------------------------------------------------
+# small dense algebra in closed form, batched over any leading axes (chains, groups)
+# ----------------------------------------------------------------------------
 
+def cholesky(M):
+    """Lower-triangular L with L L' = M, for a stack (..., q, q) of positive-definite matrices.
 
-def inv_logdet(M):
-    """Inverse and log-determinant of every matrix in a stack (J, q, q) of positive-definite matrices.
+    q = 1 and 2 in closed form (for tiny matrices a LAPACK call per matrix
+    costs more than the arithmetic), larger q by numpy::
 
-    q = 1 and q = 2 (random intercepts; intercepts and slopes) in closed form,
-    inv [[a, b], [b, d]] = [[d, -b], [-b, a]] / (ad - b^2): several times faster
-    than LAPACK on 2 x 2 matrices. Other q: Cholesky for the determinant.
-    M~_j = T'Z_j'Z_j T + I has every eigenvalue >= 1, so the closed form is safe.
+        l11 = sqrt(m11),   l21 = m21 / l11,   l22 = sqrt(m22 - l21^2)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cholesky(np.array([[4.0, 2.0], [2.0, 5.0]]))
+    array([[2., 0.],
+           [1., 2.]])
     """
     q = M.shape[-1]
     if q == 1:
-        return 1.0 / M, np.log(M[:, 0, 0])
+        return np.sqrt(M)
     if q == 2:
-        a, b, d = M[:, 0, 0], M[:, 0, 1], M[:, 1, 1]
-        det = a * d - b * b
-        inv = np.stack([d, -b, -b, a], axis=-1).reshape(-1, 2, 2) / det[:, None, None]
-        return inv, np.log(det)
-    L = np.linalg.cholesky(M)
-    return np.linalg.inv(M), 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=-1)
+        L = np.zeros(M.shape)
+        L[..., 0, 0] = np.sqrt(M[..., 0, 0])
+        L[..., 1, 0] = M[..., 1, 0] / L[..., 0, 0]
+        L[..., 1, 1] = np.sqrt(M[..., 1, 1] - L[..., 1, 0] ** 2)
+        return L
+    return np.linalg.cholesky(M)
 
+
+def lower_inverse(L):
+    """Inverse of a stack of lower-triangular matrices (closed form for q <= 2)::
+
+        [[l11, 0], [l21, l22]]^-1 = [[1/l11, 0], [-l21 / (l11 l22), 1/l22]]
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lower_inverse(np.array([[2.0, 0.0], [1.0, 2.0]]))
+    array([[ 0.5 ,  0.  ],
+           [-0.25,  0.5 ]])
+    """
+    q = L.shape[-1]
+    if q == 1:
+        return 1.0 / L
+    if q == 2:
+        W = np.zeros(L.shape)
+        W[..., 0, 0] = 1.0 / L[..., 0, 0]
+        W[..., 1, 1] = 1.0 / L[..., 1, 1]
+        W[..., 1, 0] = -L[..., 1, 0] * W[..., 0, 0] * W[..., 1, 1]
+        return W
+    return np.linalg.inv(L)
+
+
+def inv_logdet(M):
+    """Inverse and log-determinant of every matrix in a stack (..., q, q) of positive-definite matrices.
+
+    q = 1 and q = 2 (random intercepts; intercepts and slopes) in closed form,
+    inv [[a, b], [b, d]] = [[d, -b], [-b, a]] / (ad - b^2): several times faster
+    than LAPACK on 2 x 2 matrices. Other q: by the Cholesky factor M = L L'
+    (:func:`cholesky`, :func:`lower_inverse`): M^-1 = L^-T L^-1, log|M| = 2 sum_k log l_kk.
+    M~_j = T'Z_j'Z_j T + I has every eigenvalue >= 1, so the closed form is safe.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> inv, logdet = inv_logdet(np.array([[[4.0, 2.0], [2.0, 5.0]]]))
+    >>> bool(np.allclose(inv[0], np.linalg.inv([[4.0, 2.0], [2.0, 5.0]]))), round(float(logdet[0]), 4)
+    (True, 2.7726)
+    """
+    q = M.shape[-1]
+    if q == 1:
+        return 1.0 / M, np.log(M[..., 0, 0])
+    if q == 2:
+        a, b, d = M[..., 0, 0], M[..., 0, 1], M[..., 1, 1]
+        det = a * d - b * b
+        inv = np.stack([d, -b, -b, a], axis=-1).reshape(M.shape) / det[..., None, None]
+        return inv, np.log(det)
+    W = lower_inverse(cholesky(M))                            # M^-1 = W'W, log|M| = -2 sum_k log w_kk
+    return W.swapaxes(-1, -2) @ W, -2.0 * np.log(W.diagonal(0, -2, -1)).sum(-1)
+
+
+def _spd_inverse(A):
+    """Inverse and log-determinant of a stack of symmetric positive-definite p x p matrices, by Cholesky.
+
+    A = R R', A^-1 = R^-T R^-1, log|A| = 2 sum_k log r_kk (LAPACK: p may be any size).
+    """
+    if A.shape[-1] == 0:
+        return A, np.zeros(A.shape[:-2])
+    R_inv = np.linalg.inv(np.linalg.cholesky(A))
+    return R_inv.swapaxes(-1, -2) @ R_inv, -2.0 * np.log(R_inv.diagonal(0, -2, -1)).sum(-1)
+
+
+def _scalar(x):
+    """A 0-d result as a Python float (one chain), else the array (one value per chain)."""
+    return x if getattr(x, "ndim", 0) else float(x)
+
+
+# ----------------------------------------------------------------------------
+# the mixed-model equations
+# ----------------------------------------------------------------------------
 
 class Solution(NamedTuple):
-    """The mixed-model equations solved at (G, sigma2); every array is per group on axis 0.
+    """The mixed-model equations solved at (G, sigma2); every array is per group on axis -3 (or -2).
+
+    With leading (chain) axes on G and sigma2, every field carries them in front.
 
     Attributes
     ----------
     T : (q, q) relative factor, G = sigma2 T T'.
     Minv : (J, q, q) M_j^-1 = T M~_j^-1 T'; sigma2 * Minv_j is Var(b_j | y, beta).
     XtZ_Minv : (J, p, q) X_j'Z_j M_j^-1.
-    logdet_Mt : (J,) log |M~_j|.
+    logdet_M_tilde : (J,) log |M~_j|.
     A : (p, p) Schur complement (sigma2 * A^-1 is Var(beta_hat)).  A_inv, logdet_A : its inverse and log|A|.
     beta : (p,) GLS estimate.   b : (J, q) BLUPs.
     rss : ||y - X beta - Z b||^2.   rVr : sum_j r_j' V_j^-1 r_j at beta (times sigma2).
+    M_tilde : (J, q, q) M~_j = T'Z_j'Z_j T + I.
+
+    Two Cholesky-type factors are computed when asked for (EM does not need them;
+    the Gibbs sampler draws with them):
+
+    K : (J, q, q) a square root of M_j^-1 = K_j K_j' (K_j = T L_j^-T, M~_j = L_j L_j').
+    R_inv : (p, p) R^-1 for the Cholesky factor A = R R' (so A^-1 = R^-T R^-1).
     """
 
     T: np.ndarray
     Minv: np.ndarray
     XtZ_Minv: np.ndarray
-    logdet_Mt: np.ndarray
+    logdet_M_tilde: np.ndarray
     A: np.ndarray
     A_inv: np.ndarray
     logdet_A: float
@@ -132,20 +219,101 @@ class Solution(NamedTuple):
     b: np.ndarray
     rss: float
     rVr: float
+    M_tilde: np.ndarray
+
+    @property
+    def K(self):
+        """K_j = T L_j^-T with M~_j = L_j L_j', so that K_j K_j' = T M~_j^-1 T' = M_j^-1 (computed on access)."""
+        W = lower_inverse(cholesky(self.M_tilde))
+        return self.T[..., None, :, :] @ np.swapaxes(W, -1, -2)
+
+    @property
+    def R_inv(self):
+        """R^-1 for the Cholesky factor A = R R', so that A^-1 = R^-T R^-1 (computed on access)."""
+        return lower_inverse(cholesky(self.A)) if self.A.shape[-1] else self.A
+
+    @property
+    def logdet_Mt(self):
+        """Deprecated alias of ``logdet_M_tilde`` (kept for one release)."""
+        warnings.warn("Solution.logdet_Mt is renamed logdet_M_tilde; the old name goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        return self.logdet_M_tilde
+
+
+def residual_moments(stats, beta):
+    """r'r and Z_j'r_j for the residual r = y - X beta of the fixed part (batched over chains)::
+
+        r'r   = y'y - 2 beta'X'y + beta'X'X beta
+        Z_j'r_j = Z_j'y_j - Z_j'X_j beta
+    """
+    s, beta = stats, np.asarray(beta)
+    rtr = _rtr(s, beta)
+    J, q, p = s.ZtX.shape
+    ZtX_beta = beta @ s.ZtX.reshape(J * q, p).T               # Z_j'X_j beta, all groups in one product
+    return rtr, s.Zty - ZtX_beta.reshape(beta.shape[:-1] + (J, q))
+
+
+def _rtr(s, beta):
+    return s.yty_total - 2 * (beta * s.Xty_total).sum(-1) + ((beta @ s.XtX_total) * beta).sum(-1)
+
+
+def _ssr(stats, rtr, Ztr, b):
+    """||r - Z b||^2 = r'r - 2 sum_j b_j'Z_j'r_j + sum_j b_j'Z_j'Z_j b_j."""
+    return rtr - 2 * (b * Ztr).sum((-1, -2)) + np.einsum("...jq,jqr,...jr->...", b, stats.ZtZ, b)
+
+
+def b_hat(stats, Minv, beta):
+    """The BLUPs at a given beta: b_hat_j = M_j^-1 Z_j'(y_j - X_j beta), every group (and chain) at once.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> sol = solve(m.stats, np.array([[0.1]]), 0.57)
+    >>> bool(np.allclose(b_hat(m.stats, sol.Minv, sol.beta), sol.b))
+    True
+    """
+    Ztr = residual_moments(stats, beta)[1]                   # Z_j'(y_j - X_j beta)
+    return np.einsum("...jqr,...jr->...jq", Minv, Ztr)      # b_hat_j = M_j^-1 Z_j'r_j
+
+
+def residual_sum_of_squares(stats, beta, b=None):
+    """||y - X beta - Z b||^2 from the per-group statistics (no length-n vector), batched over chains.
+
+    With r = y - X beta (see :func:`residual_moments`)::
+
+        ||r_j - Z_j b_j||^2 = r_j'r_j - 2 b_j'Z_j'r_j + b_j'Z_j'Z_j b_j
+
+    Without ``b``: ||y - X beta||^2 = r'r, the fixed part's residual sum of squares.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> beta, b = np.array([1.5, -0.7]), np.zeros((m.J, 1))
+    >>> bool(np.isclose(residual_sum_of_squares(m.stats, beta, b), ((m.y - m.X @ beta) ** 2).sum()))
+    True
+    """
+    if b is None:
+        return _scalar(_rtr(stats, np.asarray(beta)))
+    rtr, Ztr = residual_moments(stats, beta)
+    return _scalar(_ssr(stats, rtr, Ztr, b))
 
 
 def solve(stats, G, sigma2, beta_precision=None, beta=None):
-    """Solve the mixed-model equations at (G, sigma2), batched over groups.
+    """Solve the mixed-model equations at (G, sigma2), batched over groups (and chains).
 
     Parameters
     ----------
     stats : GroupStats
-    G : (q, q) array, symmetric positive semi-definite.
-    sigma2 : float > 0.
-    beta_precision : (p, p) array, optional
+    G : (..., q, q) array, symmetric positive semi-definite; leading axes
+        (the Gibbs sampler's chains) are carried through every result.
+    sigma2 : float > 0, or an array of shape (...).
+    beta_precision : (..., p, p) array, optional
         A normal prior beta ~ N(0, sigma2 * inv(beta_precision)) adds
-        ``beta_precision`` to A (the Gibbs sampler's prior); None: flat.
-    beta : (p,) array, optional
+        ``beta_precision`` to A (the Gibbs sampler's prior beta ~ N(0, tau2 I)
+        is ``beta_precision = (sigma2 / tau2) I``); None: flat.
+    beta : (..., p) array, optional
         Use this beta instead of the GLS estimate (the BLUPs are then
         ``M_j^-1 Z_j'(y_j - X_j beta)``).
 
@@ -160,28 +328,30 @@ def solve(stats, G, sigma2, beta_precision=None, beta=None):
     >>> sol = solve(m.stats, np.array([[0.1]]), 0.57)
     >>> sol.b.shape
     (85, 1)
+    >>> chains = solve(m.stats, np.array([[[0.1]], [[0.2]]]), np.array([0.57, 0.6]))   # two chains
+    >>> chains.b.shape, bool(np.allclose(chains.beta[0], sol.beta))
+    ((2, 85, 1), True)
     """
     s = stats
-    T = relative_factor(G, sigma2)
-    q = T.shape[0]
-    Mt = congruence(s.ZtZ, T.T) + np.eye(q)                # M~_j = T'Z_j'Z_j T + I
-    Mt_inv, logdet_Mt = inv_logdet(Mt)
-    Minv = congruence(Mt_inv, T)                            # M_j^-1 = T M~_j^-1 T'
-    XtZ_Minv = s.XtZ @ Minv                                 # X_j'Z_j M_j^-1, (J, p, q)
-    A = s.XtX_total - (XtZ_Minv @ s.ZtX).sum(0)            # X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j
-    c = s.Xty_total - (XtZ_Minv @ s.Zty[:, :, None]).sum(0)[:, 0]
+    T = relative_factor(G, sigma2)                            # G = sigma2 T T'
+    q = T.shape[-1]
+    M_tilde = congruence(s.ZtZ, T.swapaxes(-1, -2)) + np.eye(q)        # M~_j = T'Z_j'Z_j T + I = L_j L_j'
+    M_tilde_inv, logdet_M_tilde = inv_logdet(M_tilde)
+    Minv = congruence(M_tilde_inv, T)                         # M_j^-1 = T M~_j^-1 T'
+    XtZ_Minv = s.XtZ @ Minv                                   # X_j'Z_j M_j^-1, (J, p, q)
+    A = s.XtX_total - (XtZ_Minv @ s.ZtX).sum(-3)              # X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j
+    c = s.Xty_total - (XtZ_Minv @ s.Zty[:, :, None]).sum(-3)[..., 0]   # X'y - sum_j X_j'Z_j M_j^-1 Z_j'y_j
     if beta_precision is not None:
         A = A + beta_precision
     A_inv, logdet_A = _spd_inverse(A)
     if beta is None:
-        beta = A_inv @ c                                    # beta_hat = A^-1 c
-    Ztr = s.Zty - s.ZtX @ beta                              # Z_j'(y_j - X_j beta)
-    b = (Minv @ Ztr[:, :, None])[:, :, 0]                   # b_hat_j = M_j^-1 Z_j' r_j
-    rtr = s.yty_total - 2 * beta @ s.Xty_total + beta @ s.XtX_total @ beta   # r'r, r = y - X beta
-    Ztr_b = (Ztr * b).sum()
-    rVr = rtr - Ztr_b                                       # sigma2 * r'V^-1 r
-    rss = rtr - 2 * Ztr_b + (b * (s.ZtZ @ b[:, :, None])[:, :, 0]).sum()   # ||r - Z b||^2
-    return Solution(T, Minv, XtZ_Minv, logdet_Mt, A, A_inv, logdet_A, beta, b, float(rss), float(rVr))
+        beta = (A_inv @ c[..., None])[..., 0]                 # beta_hat = A^-1 c
+    rtr, Ztr = residual_moments(s, beta)                      # r'r and Z_j'r_j, r = y - X beta
+    b = np.einsum("...jqr,...jr->...jq", Minv, Ztr)           # b_hat_j = M_j^-1 Z_j'r_j (the BLUP)
+    rss = _ssr(s, rtr, Ztr, b)                                # ||r - Z b||^2
+    rVr = rtr - (Ztr * b).sum((-1, -2))                       # sigma2 r'V^-1 r = r'r - sum_j r_j'Z_j M_j^-1 Z_j'r_j
+    return Solution(T, Minv, XtZ_Minv, logdet_M_tilde, A, A_inv, _scalar(logdet_A), beta, b, _scalar(rss),
+                    _scalar(rVr), M_tilde)
 
 
 def loglik(stats, G, sigma2, reml, sol=None):
@@ -200,12 +370,43 @@ def loglik(stats, G, sigma2, reml, sol=None):
     -1081.84
     """
     sol = solve(stats, G, sigma2) if sol is None else sol
-    n, p = stats.n_total, sol.A.shape[0]
+    n, p = stats.n_total, sol.A.shape[-1]
     dof = n - p if reml else n
-    value = dof * (LOG_2PI + np.log(sigma2)) + sol.logdet_Mt.sum() + sol.rVr / sigma2
+    value = dof * (LOG_2PI + np.log(sigma2)) + sol.logdet_M_tilde.sum(-1) + sol.rVr / sigma2
     if reml:
-        value += sol.logdet_A
-    return -0.5 * float(value)
+        value = value + sol.logdet_A
+    return _scalar(-0.5 * value)
+
+
+def profiled_deviance(stats, G, sigma2, reml, sol=None):
+    """-2 x the (restricted) log-likelihood at T = chol(G / sigma2), maximised over sigma2.
+
+    With the relative factor T fixed, the penalised residual sum of squares
+    pwrss = sigma2 r'V^-1 r (``sol.rVr``), log|M~_j| and log|A| do not depend on
+    sigma2, so the best sigma2 for that T has a closed form::
+
+        sigma2_hat = pwrss / dof,          dof = n (ML) or n - p (REML)
+        deviance   = dof (1 + log(2 pi pwrss / dof)) + sum_j log|M~_j| [+ log|A| for REML]
+
+    This is how lme4 evaluates "the other" criterion at a fit (its ``devCrit``):
+    ``deviance(fit, REML = FALSE)`` of a REML fit, ``REMLcrit()`` of an ML fit.
+    At the optimum of the same criterion it equals -2 x :func:`loglik`.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> G, sigma2 = np.array([[0.1]]), 0.57
+    >>> bool(profiled_deviance(m.stats, G, sigma2, reml=False) <= -2 * loglik(m.stats, G, sigma2, reml=False))
+    True
+    """
+    sol = solve(stats, G, sigma2) if sol is None else sol
+    n, p = stats.n_total, sol.A.shape[-1]
+    dof = n - p if reml else n
+    value = dof * (1.0 + np.log(2.0 * np.pi * sol.rVr / dof)) + sol.logdet_M_tilde.sum(-1)
+    if reml:
+        value = value + sol.logdet_A
+    return float(value) if np.ndim(value) == 0 else value
 
 
 def gradient_G(stats, G, sigma2, reml, sol=None):

@@ -34,6 +34,7 @@ from matplotlib.lines import Line2D
 import numpy as np
 from scipy.stats import norm
 
+from . import validators
 from .errors import TeachLMMError
 
 __all__ = ["COLORS", "LABELS", "shrinkage", "county_lines", "group_coefficients", "caterpillar",
@@ -114,7 +115,7 @@ def shrinkage(pool, term=None, ax=None, seed=0):
     name = pool.names[k]
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    rng = np.random.default_rng(seed)
+    rng = validators.rng(seed)
     x = pool.n * np.exp(rng.uniform(-0.08, 0.08, pool.n.size))    # multiplicative jitter: log axis
     own = pool["none"].estimates[:, k]
     blup = pool["partial"].estimates[:, k]
@@ -208,7 +209,7 @@ def county_lines(pool, groups=None, slope=None, titles=None, axes=None, seed=0):
             raise TeachLMMError(f"{model.group_name} {g!r} is not in the fitted data")
         index.append(labels.index(g))
     fig, axs = _panels(axes, len(index), ncols=4, sharey=True)
-    rng = np.random.default_rng(seed)
+    rng = validators.rng(seed)
     grid = np.linspace(x_all.min(), x_all.max(), 2)
     for ax, j, g in zip(axs, index, groups):
         rows = model.codes == j
@@ -238,16 +239,10 @@ def county_lines(pool, groups=None, slope=None, titles=None, axes=None, seed=0):
 # ----------------------------------------------------------------------------
 
 def _group_level_values(model, u_name):
-    """u_j of a group-level column: its value in each group's first row (checked constant within groups)."""
+    """u_j of a group-level fixed-effect column (:meth:`teachlmm.Model.group_values`)."""
     if u_name not in model.fixef_names:
         raise TeachLMMError(f"{u_name!r} is not a fixed-effect column of this model ({model.fixef_names})")
-    col = model.X[:, model.fixef_names.index(u_name)]
-    first = np.unique(model.codes, return_index=True)[1]
-    u = col[first]
-    if not np.allclose(col, u[model.codes]):
-        raise TeachLMMError(f"{u_name!r} changes within a {model.group_name}, so it is not a group-level "
-                            "predictor u_j")
-    return u
+    return model.group_values(u_name)
 
 
 def _guess_u(model):
@@ -350,9 +345,7 @@ def caterpillar(result, level=0.95, axes=None):
     85
     >>> matplotlib.pyplot.close(fig)
     """
-    if not 0 < level < 1:
-        raise TeachLMMError(f"level must be between 0 and 1, got {level}")
-    z = norm.ppf(0.5 + level / 2)
+    z = norm.ppf(0.5 + validators.level(level) / 2)
     model = result.model
     fig, axs = _panels(axes, model.q, ncols=model.q, panel_size=(4.0, max(4.0, 0.09 * model.J)))
     for k, (ax, term) in enumerate(zip(axs, model.ranef_names)):

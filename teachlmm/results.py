@@ -8,32 +8,22 @@ other number follows in closed form from the mixed-model equations
 * ``fixef`` = beta_hat (GLS) and ``vcov`` = sigma2 A^-1 (lme4's ``vcov()``),
 * ``ranef`` = b_hat_j (BLUP), ``condsd`` = sqrt(diag(sigma2 M_j^-1)),
 * ``coef`` = fixef + ranef for each group (lme4's ``coef()``).
+
+Beside the result, the two things lme4 does with a fit and nothing else:
+:func:`deviance` (-2 x the log-likelihood, ML or REML, as lme4's
+``deviance()``) and :func:`simulate` (new responses from the fitted model, as
+lme4's ``simulate()``).
 """
 import math
 import warnings
 
 import numpy as np
 
-from . import mme
+from . import mme, validators
 from .errors import TeachLMMError
+from .tables import format_table, significant
 
-__all__ = ["MixedModelResult"]
-
-
-def _fmt(x, digits=4):
-    return f"{x:#.{digits}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.{digits - 1}e}"
-
-
-def _table(rows, header, align=None):
-    """Plain-text table: first column left-aligned, the rest right-aligned."""
-    cols = [header] + rows
-    widths = [max(len(str(r[k])) for r in cols) for k in range(len(header))]
-    lines = []
-    for r in cols:
-        cells = [str(c).ljust(w) if k == 0 or (align and align[k] == "l") else str(c).rjust(w)
-                 for k, (c, w) in enumerate(zip(r, widths))]
-        lines.append(" " + " ".join(cells).rstrip())
-    return "\n".join(lines)
+__all__ = ["MixedModelResult", "deviance", "simulate", "response_sampler"]
 
 
 class MixedModelResult:
@@ -66,7 +56,7 @@ class MixedModelResult:
     """
 
     def __init__(self, model, G, sigma2, reml=True, method="given", n_iter=0, converged=True,
-                 singular=None, history=None, seconds=None):
+                 history=None, seconds=None):
         self.model = model
         self.G = np.atleast_2d(np.asarray(G, dtype=float))
         self.sigma2 = float(sigma2)
@@ -75,7 +65,7 @@ class MixedModelResult:
         self.solution = sol = mme.solve(model.stats, self.G, self.sigma2)
         self.loglik = mme.loglik(model.stats, self.G, self.sigma2, self.reml, sol)
         # lme4's isSingular(): a diagonal element of the relative factor T (G = sigma2 T T') below 1e-4
-        self.singular = (bool(np.any(np.diag(sol.T) < 1e-4)) if singular is None else singular)
+        self.singular = bool(np.any(np.diag(sol.T) < 1e-4))
         names = model.fixef_names
         self.beta = sol.beta
         self.vcov = self.sigma2 * sol.A_inv if model.p else np.zeros((0, 0))
@@ -87,7 +77,7 @@ class MixedModelResult:
         self.ranef = sol.b
         self.condvar = self.sigma2 * sol.Minv                 # (J, q, q) Var(b_j | y, beta)
         self.condsd = np.sqrt(np.clip(np.einsum("jqq->jq", self.condvar), 0, None))
-        self.coef_names = self.fixef_names + [r for r in self.ranef_names if r not in self.fixef_names]
+        self.coef_names = model.coef_names
         self.coef = self._coef()
         self.icc = (self.G[0, 0] / (self.G[0, 0] + self.sigma2)
                     if self.ranef_names and self.ranef_names[0] == "(Intercept)" else None)
@@ -136,18 +126,19 @@ class MixedModelResult:
 
     @property
     def deviance(self):
-        """lme4's ``deviance()``; see :func:`teachlmm.inference.deviance`."""
-        from .inference import deviance
+        """lme4's ``deviance()``; see :func:`teachlmm.results.deviance`."""
         return deviance(self)
 
     def confint(self, method="wald", level=0.95, **options):
-        """Confidence intervals; see :func:`teachlmm.inference.confint`."""
-        from .inference import confint
+        """Confidence intervals; see :func:`teachlmm.intervals.confint`."""
+        # The one import inside a function in teachlmm: bootstrap intervals refit by EM, and
+        # em imports this module (em.fit returns a MixedModelResult), so intervals cannot be
+        # imported at the top here without an import circle.
+        from .intervals import confint
         return confint(self, method=method, level=level, **options)
 
     def simulate(self, n_sim=1, seed=None):
-        """New responses from the fitted model; see :func:`teachlmm.inference.simulate`."""
-        from .inference import simulate
+        """New responses from the fitted model; see :func:`teachlmm.results.simulate`."""
         return simulate(self, n_sim=n_sim, seed=seed)
 
     def varcorr(self):
@@ -220,16 +211,16 @@ class MixedModelResult:
                 for j in blk[:pos]:
                     c = G[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan")
                     corr.append(f"{c:.3f}")
-                rows.append([group, m.ranef_names[i], _fmt(G[i, i]), _fmt(sd[i]), " ".join(corr)])
-        rows.append(["Residual", "", _fmt(self.sigma2), _fmt(math.sqrt(self.sigma2)), ""])
-        return _table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align="lllll")
+                rows.append([group, m.ranef_names[i], significant(G[i, i]), significant(sd[i]), " ".join(corr)])
+        rows.append(["Residual", "", significant(self.sigma2), significant(math.sqrt(self.sigma2)), ""])
+        return format_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align="lllll")
 
     def _fixed_effects_table(self):
         rows = []
         for name in self.fixef_names:
             est, se = self.fixef[name], self.fixef_se[name]
             rows.append([name, f"{est:.4f}", f"{se:.4f}", f"{est / se:.2f}"])
-        return _table(rows, ["", "Estimate", "Std. Error", "t value"])
+        return format_table(rows, ["", "Estimate", "Std. Error", "t value"])
 
     def summary(self):
         """The lmer-style summary as a string (print it).
@@ -254,7 +245,7 @@ class MixedModelResult:
         out = [f"Linear mixed model fit by {kind} ({self.method})",
                f"Formula: {m.formula.text}", "", crit, f"logLik: {self.loglik:.2f}", "",
                "Scaled residuals:",
-               _table([["", *(f"{v:.4f}" for v in qs)]], ["", "Min", "1Q", "Median", "3Q", "Max"]), "",
+               format_table([["", *(f"{v:.4f}" for v in qs)]], ["", "Min", "1Q", "Median", "3Q", "Max"]), "",
                "Random effects:", self._random_effects_table(),
                f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}", "",
                "Fixed effects:", self._fixed_effects_table()]
@@ -267,3 +258,110 @@ class MixedModelResult:
     def __repr__(self):
         return (f"<MixedModelResult {self.method}, {'REML' if self.reml else 'ML'}: "
                 f"{self.model.formula.text!r}, loglik {self.loglik:.3f}>")
+
+
+# ----------------------------------------------------------------------------
+# deviance and simulation: what lme4 does with a fit
+# ----------------------------------------------------------------------------
+
+def deviance(fit, reml=None):
+    """lme4's ``deviance()``: -2 x the log-likelihood of a fit.
+
+    Parameters
+    ----------
+    fit : MixedModelResult
+    reml : bool, optional
+        Which criterion. Default: the one the fit maximised, as lme4's
+        ``deviance(fit)``: for an ML fit ``-2 loglik``; for a REML fit the REML
+        criterion ``-2 loglik_R`` (lme4 1.1-31 returns it with a warning that
+        this use is deprecated; it is not a deviance in the ML sense).
+        ``reml=False`` on a REML fit gives lme4's ``deviance(fit, REML = FALSE)``:
+        the ML deviance at the REML estimate of T = chol(G / sigma2), with
+        sigma2 re-estimated (profiled) for ML (:func:`teachlmm.mme.profiled_deviance`).
+        ``reml=True`` on an ML fit is the REML criterion at the ML estimate of T,
+        sigma2 profiled for REML (lme4's ``REMLcrit(fit)``; lme4's
+        ``deviance(fit, REML = TRUE)`` ignores the argument for ML fits and
+        returns the ML deviance).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()))
+    >>> round(fit.deviance, 3), round(tl.results.deviance(fit, reml=False), 3)
+    (2171.305, 2163.656)
+    """
+    reml = fit.reml if reml is None else bool(reml)
+    if reml == fit.reml:
+        return -2.0 * fit.loglik
+    return mme.profiled_deviance(fit.model.stats, fit.G, fit.sigma2, reml)
+
+
+def response_sampler(fit):
+    """A function rng -> one response vector y* drawn from the fitted model.
+
+    b*_j = L u_j with u_j ~ N(0, I_q) and L L' = G. L = sqrt(sigma2) T is the
+    relative factor of :mod:`teachlmm.mme`, which exists also for a singular G
+    (a variance of 0 gives a zero column: that effect is never drawn).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()))
+    >>> response_sampler(fit)(np.random.default_rng(1)).shape
+    (919,)
+    """
+    m = fit.model
+    if m.X is None:
+        raise TeachLMMError("this model was built from chunks and keeps no rows, so it cannot simulate "
+                            "responses for them; build the Model from the data in memory")
+    mean = m.X @ fit.beta                                       # X beta
+    L = math.sqrt(fit.sigma2) * mme.relative_factor(fit.G, fit.sigma2)
+    sigma = math.sqrt(fit.sigma2)
+
+    def draw(rng):
+        b = rng.standard_normal((m.J, m.q)) @ L.T               # b*_j ~ N(0, G), one row per group
+        eps = sigma * rng.standard_normal(m.n)                  # eps* ~ N(0, sigma2 I)
+        return mean + np.einsum("iq,iq->i", m.Z, b[m.codes]) + eps
+    return draw
+
+
+def simulate(fit, n_sim=1, seed=None):
+    """New responses from the fitted model (lme4's ``simulate()``).
+
+    Each simulation draws fresh random effects and fresh residuals::
+
+        y* = X beta + Z_j b*_j + eps*,   b*_j ~ N(0, G),  eps* ~ N(0, sigma2 I)
+
+    at the fit's (beta, G, sigma2), keeping X, Z and the groups of the data.
+    (For new data with a known truth, from scratch, see ``tl.simulate_data``.)
+
+    Parameters
+    ----------
+    fit : MixedModelResult
+    n_sim : int
+        Number of simulated response vectors.
+    seed : None, int >= 0, numpy.random.SeedSequence or numpy.random.Generator, optional
+        The same seed gives the same draws (the policy of :mod:`teachlmm.validators`).
+
+    Returns
+    -------
+    (n_sim, n) array, one simulated response per row.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()))
+    >>> ys = fit.simulate(n_sim=3, seed=1)
+    >>> ys.shape
+    (3, 919)
+    >>> bool((ys == fit.simulate(n_sim=3, seed=1)).all())
+    True
+    """
+    n_sim = validators.positive_int(n_sim, "n_sim")
+    rng = validators.rng(seed)
+    draw = response_sampler(fit)
+    return np.array([draw(rng) for _ in range(n_sim)]).reshape(n_sim, fit.model.n)

@@ -24,7 +24,7 @@ FORMULA = "y ~ 1 + x + u + x:u + (1 | group)"
 
 def _one_replication(seed):
     """Simulate a data set, fit it by REML, and report which 95 % bootstrap intervals cover the truth."""
-    data, truth = tl.simulate(n_groups=J, mean_size=10, G=TRUTH_G, sigma2=0.56, seed=seed)
+    data, truth = tl.simulate_data(n_groups=J, mean_size=10, G=TRUTH_G, sigma2=0.56, seed=seed)
     fit = tl.em.fit(tl.Model(FORMULA, data))
     ci = fit.confint(method="boot", n_boot=N_BOOT, seed=10_000 + seed)
     true = dict(truth["fixef"], sigma=np.sqrt(truth["sigma2"]), **{"sd_(Intercept)|group": np.sqrt(0.1)})
@@ -76,7 +76,7 @@ def test_boot_lrt_simulates_under_the_smaller_model(m1_m3):
     """The data sets of the bootstrap LRT are simulate() of the smaller model's ML fit, refitted by ML."""
     tab = tl.inference.anova(*m1_m3, method="boot", n_boot=2, seed=4)
     stream = np.random.SeedSequence(4).spawn(1)[0]
-    y = tab.fits[0].simulate(n_sim=2, seed=np.random.default_rng(stream))[1]
+    y = tab.fits[0].simulate(n_sim=2, seed=stream)[1]            # the pair's stream, as anova draws it
     small = tl.em.fit(inference._with_response(tab.fits[0].model, y), reml=False)
     big = tl.em.fit(inference._with_response(tab.fits[1].model, y), reml=False)
     assert tab.lrt_boot[1][1] == pytest.approx(max(0.0, 2 * (big.loglik - small.loglik)), abs=1e-5)

@@ -167,7 +167,7 @@ def test_affine_change_of_response(radon):
 
 def test_true_zero_variance_finishes_on_the_boundary():
     """Data with no slope variance: EM stops at the boundary, warns, and does so quickly."""
-    data, _ = tl.simulate(n_groups=60, G=[[0.1, 0.0], [0.0, 0.0]], seed=3)
+    data, _ = tl.simulate_data(n_groups=60, G=[[0.1, 0.0], [0.0, 0.0]], seed=3)
     model = tl.Model("y ~ 1 + x + u + x:u + (1 + x | group)", data)
     with pytest.warns(tl.BoundaryWarning):
         fit = em.fit(model)
@@ -216,7 +216,7 @@ def test_steps_generator_and_step_are_the_same(radon):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_no_group_variance_at_all(seed):
     """Data simulated with G = 0: every method converges to the same point, none crawls."""
-    data, _ = tl.simulate(n_groups=40, G=[[0.0, 0.0], [0.0, 0.0]], seed=seed)
+    data, _ = tl.simulate_data(n_groups=40, G=[[0.0, 0.0], [0.0, 0.0]], seed=seed)
     model = tl.Model("y ~ 1 + x + (1 + x | group)", data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tl.BoundaryWarning)

@@ -258,7 +258,7 @@ def test_caterpillar(m3, tmp_path):
 
 
 def test_caterpillar_labels_few_groups(tmp_path):
-    data, _ = tl.simulate(n_groups=12, mean_size=8, seed=3)
+    data, _ = tl.simulate_data(n_groups=12, mean_size=8, seed=3)
     model = tl.Model("y ~ x + (1 | group)", data)
     fig = plots.caterpillar(blup.fit(model, G=[[0.2]], sigma2=0.5))
     assert len(fig.axes[0].get_yticklabels()) == 12
