@@ -18,7 +18,8 @@ The function minimised
 One Newton step
     g, H = gradient and Hessian of d at theta (analytic:
     :func:`teachlmm.mme.theta_derivatives`). Eigen-decompose H = V diag(h) V'
-    and step along delta = -V diag(1/|h|) V'g (the absolute values turn a
+    and step along delta = -V diag(1/|h|) V'g (both in the standardised factor,
+    see :func:`column_scales`) (the absolute values turn a
     saddle's ascent directions into descent directions; tiny |h| are floored),
     halving the step until the deviance falls by at least a tenth of the
     predicted decrease (Armijo), so the deviance never rises.
@@ -45,7 +46,7 @@ import numpy as np
 
 from . import mme
 
-__all__ = ["Outcome", "minimise", "profiled_deviance", "theta_to_G"]
+__all__ = ["Outcome", "minimise", "profiled_deviance", "theta_to_G", "column_scales"]
 
 
 class Outcome(NamedTuple):
@@ -81,6 +82,17 @@ def profiled_deviance(stats, G, sigma2, reml):
     return float(dev), sol.rVr / dof, sol
 
 
+def column_scales(model):
+    """D_k = root mean square of random-effect column k, sqrt(sum_j (Z_j'Z_j)_kk / n) (1 for a zero column).
+
+    Newton's direction is computed for the standardised factor D T (the relative factor
+    of the columns Z D^-1): the same step in any units, and a Hessian whose eigenvalues
+    are comparable, so the floor on them below does not depend on the units.
+    """
+    d = np.sqrt(np.einsum("jkk->k", model.stats.ZtZ) / model.n)
+    return np.where(d > 0, d, 1.0)
+
+
 def _newton_direction(g, H):
     """delta = -|H|^-1 g, |H| = V |h| V' with |h| floored at 1e-8 max |h| (see the module docstring)."""
     h, V = np.linalg.eigh(H)
@@ -113,6 +125,7 @@ def minimise(model, G, sigma2, reml, tol=1e-10, max_iter=100, fixed_columns=(), 
     stats, q = model.stats, model.q
     rows, cols = mme.theta_index(model.G_mask)
     free = ~np.isin(cols, list(fixed_columns))
+    scale = column_scales(model)[rows]
     T = mme.relative_factor(G, sigma2)
     theta = np.where(free, T[rows, cols], 0.0)
     dev, s2, sol = profiled_deviance(stats, theta_to_G(theta, rows, cols, q, sigma2), sigma2, reml)
@@ -125,7 +138,9 @@ def minimise(model, G, sigma2, reml, tol=1e-10, max_iter=100, fixed_columns=(), 
         if not g.size:
             converged, lam2 = True, 0.0
             break
-        delta, lam2 = _newton_direction(g, H)
+        sc = scale[free]                                     # d/d(D_r T_rc) = (d/dT_rc) / D_r
+        delta, lam2 = _newton_direction(g / sc, H / np.outer(sc, sc))
+        delta = delta / sc
         if n_iter >= max_iter:
             break
         if lam2 < tol:                                       # converged: one last full step (it makes
