@@ -500,7 +500,8 @@ def _snap_to_boundary(state, out, tol, max_iter, history, probe=1e-3):
 EM_STEPS = 2      # SQUAREM iterations before Newton (chosen on the benchmark suite, see _fit_newton)
 
 
-def _fit_newton(state, tol, max_iter, history, em_steps=EM_STEPS):
+def _fit_newton(state, tol, max_iter, history, em_steps=None):
+    em_steps = EM_STEPS if em_steps is None else em_steps
     """The default fit: ``em_steps`` SQUAREM iterations of :func:`step_factor`, then Newton's method
     on the profiled deviance; then land exactly on a boundary optimum, or leave a boundary that is
     none (KKT), and Newton again. Returns (state, converged, Outcome)."""
@@ -601,7 +602,7 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
     history = [_record(state)]
     if method == "newton":
         warm = G is not None or sigma2 is not None      # a warm start: straight to Newton
-        state, converged, out = _fit_newton(state, tol, max_iter, history, em_steps=0 if warm else EM_STEPS)
+        state, converged, out = _fit_newton(state, tol, max_iter, history, em_steps=0 if warm else None)
         max_grad, lam2 = _certify(state, tol)
         if not converged:
             warnings.warn(f"Newton's method stopped at max_iter = {max_iter} before converging (Newton "
