@@ -630,7 +630,8 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
                           f"(1 - {dist.rate:.4f}) = {dist.distance:.2e} > tol = {tol:.0e} (change: "
                           "of D G D / sigma2 and sigma2, in the last plain step). Raise max_iter or use "
                           "method='newton'.", ConvergenceWarning, stacklevel=2)
-    result = MixedModelResult(model, state.G, state.sigma2, reml=reml, method=f"EM ({method})",
+    label = "EM + Newton" if method == "newton" else f"EM ({method})"
+    result = MixedModelResult(model, state.G, state.sigma2, reml=reml, method=label,
                               n_iter=state.iteration, converged=converged, history=history,
                               seconds=time.perf_counter() - t0, max_grad=max_grad)
     if result.singular:                                 # lme4's rule, see MixedModelResult.singular

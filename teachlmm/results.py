@@ -242,7 +242,7 @@ class MixedModelResult:
         >>> import teachlmm as tl
         >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()))
         >>> print(fit.summary().splitlines()[0])
-        Linear mixed model fit by REML (EM (squarem))
+        Linear mixed model fit by REML (EM + Newton)
         """
         m = self.model
         kind = "REML" if self.reml else "maximum likelihood"
