@@ -256,6 +256,8 @@ def gradient_G(stats, G, sigma2, reml, sol=None):
 #     tr(S (I (x) E_ab) S (I (x) E_cd)) = sum_jk (S_jk)_da (S_kj)_bc,
 #     y'P W_ab P W_cd P y = sum_jk w_ja (S_jk)_bc w_kd.
 
+import functools  # noqa: E402  (used by theta_index only)
+
 __all__ += ["DevianceDerivatives", "deviance_derivatives", "theta_index", "theta_derivatives",
             "hessian_G_sigma2"]
 
@@ -331,10 +333,18 @@ def theta_index(mask):
     """The free entries of lme4's theta: (row, column) positions in the lower triangle of T inside
     G's blocks (``mask`` = ``model.G_mask``), column by column as lme4 orders theta
     (T11, T21, T31, T22, T32, T33 for q = 3)."""
-    q = mask.shape[0]
+    mask = np.asarray(mask)
+    return _theta_index(mask.shape[0], tuple(np.flatnonzero(mask.ravel() > 0).tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _theta_index(q, inside):
     cols, rows = np.triu_indices(q)                          # pairs (col, row), col <= row, column-major
-    keep = mask[rows, cols] > 0
-    return rows[keep], cols[keep]
+    keep = np.isin(rows * q + cols, inside)
+    rows, cols = rows[keep], cols[keep]
+    rows.setflags(write=False)
+    cols.setflags(write=False)
+    return rows, cols
 
 
 def theta_derivatives(stats, G, sigma2, reml, mask=None, sol=None):
