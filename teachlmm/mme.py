@@ -430,3 +430,53 @@ def hessian_G_sigma2(stats, G, sigma2, reml, mask=None, sol=None):
     E[-1, -1] = 1.0
     H = E @ F @ E.T
     return 0.5 * (H + H.T)
+
+
+def hessian_theta_sigma(stats, G, sigma2, reml, mask=None, sol=None):
+    """Gradient and Hessian of the unprofiled deviance -2 l (beta at its GLS value) with respect to
+    lme4's ``varpar`` (theta in :func:`theta_index` order, then sigma = sqrt(sigma2)): the
+    parametrisation in which lmerTest takes the Hessian for Satterthwaite's degrees of freedom.
+
+    With f(Gam, s) as in :func:`hessian_G_sigma2`, Gam = T T' (J_i = dGam/dtheta_i, see
+    :func:`theta_derivatives`) and s = sigma^2::
+
+        grad_i      = <f_Gam, J_i>,                    grad_sigma = 2 sigma f_s
+        H_ij        = <J_i, f_GamGam J_j> + delta_{e_i e_j} (f_{c_i c_j} + f_{c_j c_i})
+        H_i,sigma   = 2 sigma <J_i, f_Gam,s>,          H_sigma,sigma = 4 sigma^2 f_ss + 2 f_s
+
+    with f_s = dof / s - Q / s^2. Returns (grad, hess).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> g, H = hessian_theta_sigma(m.stats, np.array([[0.1]]), 0.57, reml=True)
+    >>> H.shape
+    (2, 2)
+    """
+    sol = solve(stats, G, sigma2) if sol is None else sol
+    d = deviance_derivatives(stats, G, sigma2, reml, sol)
+    T, q = sol.T, sol.T.shape[0]
+    s, sigma = float(sigma2), float(np.sqrt(sigma2))
+    f_a = d.logdet_grad + d.Q_grad / s                       # (q, q)
+    f_ab = d.logdet_hess + d.Q_hess / s                      # (q, q, q, q)
+    f_as = -d.Q_grad / s ** 2
+    f_s = d.dof / s - d.Q / s ** 2
+    f_ss = -d.dof / s ** 2 + 2 * d.Q / s ** 3
+    rows, cols = theta_index(np.ones((q, q)) if mask is None else mask)
+    m = rows.size
+    Jac = np.zeros((m, q, q))
+    for i, (c, e) in enumerate(zip(rows, cols)):
+        Jac[i, c, :] += T[:, e]
+        Jac[i, :, c] += T[:, e]
+    grad = np.append(np.einsum("ab,iab->i", f_a, Jac), 2 * sigma * f_s)
+    H = np.empty((m + 1, m + 1))
+    fs = f_a + f_a.T
+    H[:m, :m] = (np.einsum("iab,abcd,jcd->ij", Jac, f_ab, Jac)
+                 + np.where(cols[:, None] == cols[None, :], fs[rows[:, None], rows[None, :]], 0.0))
+    H[:m, m] = H[m, :m] = 2 * sigma * np.einsum("iab,ab->i", Jac, f_as)
+    H[m, m] = 4 * s * f_ss + 2 * f_s
+    return grad, 0.5 * (H + H.T)
+
+
+__all__ += ["hessian_theta_sigma"]

@@ -229,3 +229,22 @@ def test_scipy_on_a_dense_likelihood_agrees(csv, formula, reml):
     assert fit.loglik == pytest.approx(direct_loglik(model, fit.G, fit.sigma2, reml)[0], abs=1e-8)
     scale = max(np.abs(fit.G).max(), fit.sigma2)
     np.testing.assert_allclose(fit.G, G, atol=1e-3 * scale)
+
+
+@pytest.mark.parametrize("formula", [M3, "log_radon ~ floor + (1 + floor || county)"])
+@pytest.mark.parametrize("reml", [True, False])
+def test_unprofiled_derivatives_in_lme4_varpar(formula, reml, radon):
+    """lmerTest's parametrisation (theta, sigma): gradient and Hessian vs finite differences."""
+    model = tl.Model(formula, radon)
+    G = np.array([[0.12, -0.04], [-0.04, 0.11]]) * model.G_mask
+    rows, cols = mme.theta_index(model.G_mask)
+    g, H = mme.hessian_theta_sigma(model.stats, G, 0.56, reml, model.G_mask)
+
+    def f(v):
+        return -2 * mme.loglik(model.stats, newton.theta_to_G(v[:-1], rows, cols, model.q, v[-1] ** 2),
+                               v[-1] ** 2, reml)
+    v = np.r_[mme.relative_factor(G, 0.56)[rows, cols], np.sqrt(0.56)]
+    h = 1e-4
+    g_fd = np.array([(f(v + e) - f(v - e)) / (2 * h) for e in np.eye(v.size) * h])
+    np.testing.assert_allclose(g, g_fd, rtol=1e-5, atol=1e-6 * np.abs(g).max())
+    np.testing.assert_allclose(H, _fd_hessian(f, v, h), rtol=1e-4, atol=1e-4 * np.abs(H).max())
