@@ -502,6 +502,7 @@ def _snap_to_boundary(state, out, tol, max_iter, history, probe=1e-3):
 
 
 EM_STEPS = 2      # SQUAREM iterations before Newton (chosen on the benchmark suite, see _fit_newton)
+NEWTON_STEPS = 100   # Newton steps per round at most (the suite needs <= 16); then SQUAREM finishes
 
 
 def _fit_newton(state, tol, max_iter, history, em_steps=None):
@@ -522,7 +523,11 @@ def _fit_newton(state, tol, max_iter, history, em_steps=None):
         state = _squarem(state, step_factor)
         history.append(_record(state))
     for _ in range(10):                                 # each round leaves one false boundary
-        state, out = _newton(state, tol, max_iter, history)
+        state, out = _newton(state, tol, min(max_iter, state.iteration + NEWTON_STEPS), history)
+        if not out.converged and state.iteration < max_iter:
+            # Newton did not settle (no example in the suite): finish with SQUAREM-accelerated EM
+            state, converged, _, _ = _fit_em(state, "squarem", tol, max_iter, history)
+            return state, converged, out
         state, out = _snap_to_boundary(state, out, tol, max_iter, history)
         off = _leave_boundary(state)
         if off is None:

@@ -314,14 +314,16 @@ def deviance_derivatives(stats, G, sigma2, reml, sol=None):
     K = np.einsum("ja,jbc,jd->abcd", w, D, w)                # sum_j w_ja D_j[b,c] w_jd
     if p:
         Uw = np.einsum("jbp,ja->abp", U, w)                  # sum_j w_ja U_j[b,:], (q, q, p)
-        K -= np.einsum("abp,pr,dcr->abcd", Uw, C, Uw)        # - (sum_j w_ja U_jb.) C (sum_k U_kc. w_kd)
+        K -= np.einsum("abr,dcr->abcd", Uw @ C, Uw)          # - (sum_j w_ja U_jb.) C (sum_k U_kc. w_kd)
     logdet_hess = -Dsq                                       # ML: -tr(W^-1 W_ab W^-1 W_cd)
     if reml and p:
         UCU = U @ C @ np.swapaxes(U, 1, 2)                   # U_j C U_j', (J, q, q)
         S_diag = S_diag - UCU.sum(0)
         N = np.einsum("jxp,jys->xpys", U, U)                 # sum_j U_j[x,p] U_j[y,s]
         logdet_hess = -(Dsq - np.einsum("jda,jbc->abcd", D, UCU) - np.einsum("jda,jbc->abcd", UCU, D)
-                        + np.einsum("pq,rs,dpcs,aqbr->abcd", C, C, N, N))   # -tr(P W_ab P W_cd)
+                        + np.einsum("dcqs,aqbs->abcd",                       # -tr(P W_ab P W_cd):
+                                    np.einsum("pq,dpcs->dcqs", C, N),        # sum C_pq C_rs N_dpcs N_aqbr,
+                                    np.einsum("rs,aqbr->aqbs", C, N)))       # two O(q^2 p^3) steps
     Q_grad = -np.einsum("ja,jb->ab", w, w)                   # Q_ab = -sum_j w_ja w_jb
     Q_hess = K + K.transpose(2, 3, 0, 1)
     grad = S_diag.T + dof * Q_grad / Q

@@ -248,3 +248,13 @@ def test_unprofiled_derivatives_in_lme4_varpar(formula, reml, radon):
     g_fd = np.array([(f(v + e) - f(v - e)) / (2 * h) for e in np.eye(v.size) * h])
     np.testing.assert_allclose(g, g_fd, rtol=1e-5, atol=1e-6 * np.abs(g).max())
     np.testing.assert_allclose(H, _fd_hessian(f, v, h), rtol=1e-4, atol=1e-4 * np.abs(H).max())
+
+
+def test_when_newton_does_not_settle_squarem_finishes(radon, monkeypatch):
+    model = tl.Model(M4, radon)
+    best = em.fit(model)
+    monkeypatch.setattr(em, "NEWTON_STEPS", 1)
+    fit = em.fit(model)
+    assert fit.converged and fit.n_iter > best.n_iter
+    np.testing.assert_allclose(fit.G, best.G, rtol=1e-5, atol=1e-7)
+    assert fit.loglik == pytest.approx(best.loglik, abs=1e-8)
