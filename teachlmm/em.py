@@ -494,7 +494,7 @@ def _snap_to_boundary(state, out, tol, max_iter, history, probe=1e-3):
         return state, out
     trial = []
     face, face_out = _newton(state, tol, max_iter, trial, fixed=small)
-    if (face_out.converged and face.loglik >= state.loglik - 1e-10 * abs(state.loglik)
+    if (face_out.converged and face.loglik >= state.loglik - 1e-11 * abs(state.loglik)   # rounding
             and _boundary_is_optimal(face)):
         history.extend(trial)
         return face, face_out

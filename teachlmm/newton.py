@@ -51,7 +51,8 @@ __all__ = ["Outcome", "minimise", "profiled_deviance", "theta_to_G", "column_sca
 
 class Outcome(NamedTuple):
     """Where Newton's method stopped: (G, sigma2) with sigma2 profiled, the deviance there,
-    the number of steps, whether lambda^2 < tol, max |gradient| (lme4's checkConv) and lambda^2."""
+    the number of steps, whether lambda^2 < tol, and max |gradient| (lme4's checkConv) and
+    lambda^2 where the derivatives were last taken (before the final full step, if it was taken)."""
 
     G: np.ndarray
     sigma2: float

@@ -119,15 +119,17 @@ def statsmodels_fitter(formula, df, reml):
 
 
 def compare(est, ref):
-    """Max relative difference from lme4's best (fixef, G, sigma2; G entries relative to
-    max(|G_ab|, sigma2 * 1e-3) so that a variance at 0 compares absolutely), and the loglik difference."""
+    """Max relative difference from lme4's best, as tests/test_suite_lme4.py measures it: G entries
+    relative to max(|G_ab|, sigma2) (a variance at 0 compares on sigma2's scale), sigma2 relative,
+    fixed effects relative to max(|beta_k|, 1e-3 se_k); and the loglik difference."""
     G_ref = np.asarray(next(iter(ref["G"].values()))["matrix"], float)
     s2 = ref["sigma2"]
     fe_ref = np.array(list(ref["fixef"].values()), float)
+    se = np.array(list(ref["fixef_se"].values()), float) if "fixef_se" in ref else np.abs(fe_ref)
     fe = np.asarray(est["fixef"], float)
-    d_fe = np.abs(fe - fe_ref) / np.maximum(np.abs(fe_ref), 1e-12) if fe.shape == fe_ref.shape else [np.inf]
+    d_fe = np.abs(fe - fe_ref) / np.maximum(np.abs(fe_ref), 1e-3 * se) if fe.shape == fe_ref.shape else [np.inf]
     G = np.asarray(est["G"], float)
-    d_G = np.abs(G - G_ref) / np.maximum(np.abs(G_ref), 1e-3 * s2) if G.shape == G_ref.shape else [np.inf]
+    d_G = np.abs(G - G_ref) / np.maximum(np.abs(G_ref), s2) if G.shape == G_ref.shape else [np.inf]
     d_s = abs(est["sigma2"] - s2) / s2
     return {"max_rel_diff": float(max(np.max(d_fe), np.max(d_G), d_s)),
             "loglik_diff": est["loglik"] - ref["loglik"]}
