@@ -258,3 +258,31 @@ def test_when_newton_does_not_settle_squarem_finishes(radon, monkeypatch):
     assert fit.converged and fit.n_iter > best.n_iter
     np.testing.assert_allclose(fit.G, best.G, rtol=1e-5, atol=1e-7)
     assert fit.loglik == pytest.approx(best.loglik, abs=1e-8)
+
+
+def test_em_decisions_are_free_of_units():
+    """SQUAREM's extrapolation, the stopping rule's change and the boundary probe are computed in
+    the standardised relative scale: on rescaled data (y by 1e-3, Time by 1e3) every one of them
+    is the same number. (The whole SQUAREM path is then the same up to rounding, which its
+    accept-or-reject decisions amplify over its ~200 iterations: 191 to 231 iterations, all at
+    the same optimum; the default fit's 13 are exactly the same.)"""
+    data = _csv("bodyweight.csv")
+    formula = "weight ~ Time + Diet + (1 + Time | Rat)"
+    cy, ct = 1e-3, 1e3
+    scaled = dict(data, weight=np.asarray(data["weight"], float) * cy, Time=np.asarray(data["Time"], float) * ct)
+    a, b = tl.Model(formula, data), tl.Model(formula, scaled)
+    D = np.array([1.0, ct])
+    back = lambda G: G * np.outer(D, D) / cy ** 2                        # noqa: E731
+    sa, sb = em.init(a), em.init(b)
+    np.testing.assert_allclose(back(sb.G), sa.G, rtol=1e-7)              # equivariant start (OLS: rounding)
+    sa1, sb1 = em.step_factor(sa), em.step_factor(sb)
+    np.testing.assert_allclose(back(sb1.G), sa1.G, rtol=1e-7)            # equivariant EM map
+    assert em._change(sb1, sb) == pytest.approx(em._change(sa1, sa), rel=1e-6)
+    np.testing.assert_allclose((em._theta(sb1) - em._theta(sb))[:-1], (em._theta(sa1) - em._theta(sa))[:-1],
+                               rtol=1e-6)
+    qa, qb = em._squarem(sa, em.step_factor), em._squarem(sb, em.step_factor)
+    np.testing.assert_allclose(back(qb.G), qa.G, rtol=1e-6)             # the same extrapolation
+    for fa, fb in [(_fit(a, method="squarem"), _fit(b, method="squarem")), (_fit(a), _fit(b))]:
+        np.testing.assert_allclose(back(fb.G), fa.G, rtol=1e-6)
+        assert em._scales(b)[1] * np.diag(fb.solution.T)[1] == pytest.approx(
+            em._scales(a)[1] * np.diag(fa.solution.T)[1], rel=1e-6)      # the probe's number
