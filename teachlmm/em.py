@@ -520,6 +520,8 @@ def _fit_newton(state, tol, max_iter, history, em_steps=None):
     """
     em_steps = EM_STEPS if em_steps is None else em_steps
     for _ in range(em_steps):
+        if state.iteration + 2 > max_iter:
+            break
         state = _squarem(state, step_factor)
         history.append(_record(state))
     for _ in range(10):                                 # each round leaves one false boundary

@@ -286,3 +286,13 @@ def test_em_decisions_are_free_of_units():
         np.testing.assert_allclose(back(fb.G), fa.G, rtol=1e-6)
         assert em._scales(b)[1] * np.diag(fb.solution.T)[1] == pytest.approx(
             em._scales(a)[1] * np.diag(fa.solution.T)[1], rel=1e-6)      # the probe's number
+
+
+def test_newton_out_of_budget_says_so_with_the_rule(radon):
+    with pytest.warns(ConvergenceWarning) as caught:
+        fit = em.fit(tl.Model(M4, radon), max_iter=5)
+    assert not fit.converged and fit.n_iter <= 5
+    msg = str([w for w in caught if w.category is ConvergenceWarning][0].message)
+    lam2, tol, grad = map(float, re.search(
+        r"Newton decrement ([\d.e+-]+) > tol = ([\d.e+-]+); max \|gradient\| ([\d.e+-]+)", msg).groups())
+    assert lam2 > tol == 1e-8 and grad == pytest.approx(fit.max_grad, rel=1e-2)
