@@ -431,3 +431,255 @@ def gradient_G(stats, G, sigma2, reml, sol=None):
         At_inv = sigma2 * sol.A_inv                                # (X'V^-1X)^-1 = sigma2 A^-1
         D += np.einsum("jqp,pr,jsr->qs", ZVX, At_inv, ZVX)
     return 0.5 * D
+
+
+# ----------------------------------------------------------------------------
+# first and second derivatives of the profiled deviance
+# ----------------------------------------------------------------------------
+#
+# Write V = sigma2 W with W = Z Gam Z' + I and Gam = G / sigma2 (the relative
+# covariance; lme4's Lambda Lambda' = T T'). With beta at its GLS value and
+# sigma2 at its optimum sigma2_hat = Q / dof, -2 x the (restricted)
+# log-likelihood is
+#
+#     d(Gam) = dof (1 + log(2 pi Q / dof)) + log|W| [+ log|X'W^-1 X| for REML],   Q = y'P y = r'W^-1 r,
+#
+# P = W^-1 - W^-1 X (X'W^-1 X)^-1 X'W^-1. W is linear in Gam: dW/dGam_ab = Z (I_J (x) E_ab) Z' =: W_ab.
+# The identities dP = -P dW P and d W^-1 = -W^-1 dW W^-1 give (P~ = P for REML, W^-1 for ML)
+#
+#     d_ab     = tr(P~ W_ab) + dof Q_ab / Q,                       Q_ab = -y'P W_ab P y,
+#     d_ab,cd  = -tr(P~ W_ab P~ W_cd) + dof [ Q_ab,cd / Q - Q_ab Q_cd / Q^2 ],
+#     Q_ab,cd  = y'P W_ab P W_cd P y + y'P W_cd P W_ab P y.
+#
+# Everything reduces to three per-group quantities (no n x n matrix):
+#     D_j = Z_j'W_j^-1 Z_j = Z_j'Z_j - Z_j'Z_j M_j^-1 Z_j'Z_j,   U_j = Z_j'W_j^-1 X_j,   w_j = Z_j'W_j^-1 r_j,
+# because S = Z'P Z has the blocks S_jk = delta_jk D_j - U_j C U_k', C = (X'W^-1 X)^-1 = A^-1, and
+#     tr(S (I (x) E_ab) S (I (x) E_cd)) = sum_jk (S_jk)_da (S_kj)_bc,
+#     y'P W_ab P W_cd P y = sum_jk w_ja (S_jk)_bc w_kd.
+
+import functools  # noqa: E402  (used by theta_index only)
+
+__all__ += ["DevianceDerivatives", "deviance_derivatives", "theta_index", "theta_derivatives",
+            "hessian_G_sigma2"]
+
+
+class DevianceDerivatives(NamedTuple):
+    """The profiled deviance -2 l(Gam) (sigma2 and beta at their optima given Gam) and its derivatives.
+
+    ``grad[a, b]`` = d dev / d Gam_ab and ``hess[a, b, c, d]`` = d^2 dev / d Gam_ab d Gam_cd, the q^2
+    entries of Gam = G / sigma2 taken as separate variables: for a symmetric change dGam the
+    deviance changes by sum grad * dGam + 1/2 sum dGam_ab hess_abcd dGam_cd + ...
+    ``Q`` = r'W^-1 r (sigma2_hat = Q / dof) with its gradient ``Q_grad`` and Hessian ``Q_hess``;
+    ``logdet_grad``, ``logdet_hess``: those of log|W| [+ log|X'W^-1 X|] alone.
+    """
+
+    deviance: float
+    grad: np.ndarray
+    hess: np.ndarray
+    Q: float
+    Q_grad: np.ndarray
+    Q_hess: np.ndarray
+    logdet_grad: np.ndarray
+    logdet_hess: np.ndarray
+    dof: int
+
+
+def deviance_derivatives(stats, G, sigma2, reml, sol=None):
+    """Profiled deviance, its gradient and its Hessian with respect to the entries of Gam = G / sigma2.
+
+    The formulas are in the comment above this function. The value is lme4's
+    profiled deviance (ML) or REML criterion at theta = the relative factor of
+    (G, sigma2). Cost O(J q^4 + q^4 p^4), batched over groups.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> d = deviance_derivatives(m.stats, np.array([[0.1]]), 0.57, reml=True)
+    >>> d.grad.shape, d.hess.shape
+    ((1, 1), (1, 1, 1, 1))
+    """
+    s = stats
+    sol = solve(stats, G, sigma2) if sol is None else sol
+    n, p = stats.n_total, sol.A.shape[0]
+    dof = n - p if reml else n
+    ZtZ_Minv = s.ZtZ @ sol.Minv                              # relative M_j^-1 (M_j = Z_j'Z_j + Gam^-1)
+    D = s.ZtZ - ZtZ_Minv @ s.ZtZ                             # Z_j'W_j^-1 Z_j, (J, q, q)
+    U = s.ZtX - ZtZ_Minv @ s.ZtX                             # Z_j'W_j^-1 X_j, (J, q, p)
+    Ztr = s.Zty - s.ZtX @ sol.beta
+    w = Ztr - np.einsum("jqr,jr->jq", ZtZ_Minv, Ztr)          # Z_j'W_j^-1 r_j, (J, q)
+    C, Q = sol.A_inv, sol.rVr                                # (X'W^-1 X)^-1 and r'W^-1 r
+    dev = dof * (1.0 + np.log(2.0 * np.pi * Q / dof)) + sol.logdet_M_tilde.sum() + (sol.logdet_A if reml else 0.0)
+    S_diag = D.sum(0)                                        # sum_j S~_jj
+    Dsq = np.einsum("jda,jbc->abcd", D, D)                   # sum_j D_j[d,a] D_j[b,c]
+    K = np.einsum("ja,jbc,jd->abcd", w, D, w)                # sum_j w_ja D_j[b,c] w_jd
+    if p:
+        Uw = np.einsum("jbp,ja->abp", U, w)                  # sum_j w_ja U_j[b,:], (q, q, p)
+        K -= np.einsum("abr,dcr->abcd", Uw @ C, Uw)          # - (sum_j w_ja U_jb.) C (sum_k U_kc. w_kd)
+    logdet_hess = -Dsq                                       # ML: -tr(W^-1 W_ab W^-1 W_cd)
+    if reml and p:
+        UCU = U @ C @ np.swapaxes(U, 1, 2)                   # U_j C U_j', (J, q, q)
+        S_diag = S_diag - UCU.sum(0)
+        N = np.einsum("jxp,jys->xpys", U, U)                 # sum_j U_j[x,p] U_j[y,s]
+        logdet_hess = -(Dsq - np.einsum("jda,jbc->abcd", D, UCU) - np.einsum("jda,jbc->abcd", UCU, D)
+                        + np.einsum("dcqs,aqbs->abcd",                       # -tr(P W_ab P W_cd):
+                                    np.einsum("pq,dpcs->dcqs", C, N),        # sum C_pq C_rs N_dpcs N_aqbr,
+                                    np.einsum("rs,aqbr->aqbs", C, N)))       # two O(q^2 p^3) steps
+    Q_grad = -np.einsum("ja,jb->ab", w, w)                   # Q_ab = -sum_j w_ja w_jb
+    Q_hess = K + K.transpose(2, 3, 0, 1)
+    grad = S_diag.T + dof * Q_grad / Q
+    hess = logdet_hess + dof * (Q_hess / Q - np.einsum("ab,cd->abcd", Q_grad, Q_grad) / Q ** 2)
+    return DevianceDerivatives(float(dev), grad, hess, float(Q), Q_grad, Q_hess, S_diag.T, logdet_hess, dof)
+
+
+def theta_index(mask):
+    """The free entries of lme4's theta: (row, column) positions in the lower triangle of T inside
+    G's blocks (``mask`` = ``model.G_mask``), column by column as lme4 orders theta
+    (T11, T21, T31, T22, T32, T33 for q = 3)."""
+    mask = np.asarray(mask)
+    return _theta_index(mask.shape[0], tuple(np.flatnonzero(mask.ravel() > 0).tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _theta_index(q, inside):
+    cols, rows = np.triu_indices(q)                          # pairs (col, row), col <= row, column-major
+    keep = np.isin(rows * q + cols, inside)
+    rows, cols = rows[keep], cols[keep]
+    rows.setflags(write=False)
+    cols.setflags(write=False)
+    return rows, cols
+
+
+def theta_derivatives(stats, G, sigma2, reml, mask=None, sol=None):
+    """Profiled deviance, gradient and Hessian with respect to lme4's theta.
+
+    theta lists the entries of the relative factor T (G = sigma2 T T', lme4's
+    Lambda) in :func:`theta_index` order. With Gam = T T',
+    dGam/dT_ce = E_ce T' + T E_ec and d^2 Gam / dT_ce dT_fg = delta_eg (E_cf + E_fc),
+    so by the chain rule (g, H: gradient and Hessian in Gam; J_i = dGam/dtheta_i)::
+
+        grad_i = <g, J_i>,     hess_ij = <J_i, H J_j> + delta_{e_i e_j} (g_{c_i c_j} + g_{c_j c_i}).
+
+    lme4's ``checkConv`` tests the gradient of this same function.
+
+    Returns
+    -------
+    deviance : float;  grad : (m,);  hess : (m, m);  theta : (m,) the current theta.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
+    >>> dev, g, H, theta = theta_derivatives(m.stats, np.array([[0.12, -0.04], [-0.04, 0.12]]), 0.56, True)
+    >>> g.shape, H.shape
+    ((3,), (3, 3))
+    """
+    sol = solve(stats, G, sigma2) if sol is None else sol
+    d = deviance_derivatives(stats, G, sigma2, reml, sol)
+    T = sol.T
+    q = T.shape[0]
+    rows, cols = theta_index(np.ones((q, q)) if mask is None else mask)
+    Jac = np.zeros((rows.size, q, q))
+    for i, (c, e) in enumerate(zip(rows, cols)):            # q <= 3: a loop over theta, not over groups
+        Jac[i, c, :] += T[:, e]                             # E_ce T'
+        Jac[i, :, c] += T[:, e]                             # T E_ec
+    grad = np.einsum("ab,iab->i", d.grad, Jac)
+    hess = np.einsum("iab,abcd,jcd->ij", Jac, d.hess, Jac)
+    gs = d.grad + d.grad.T
+    hess += np.where(cols[:, None] == cols[None, :], gs[rows[:, None], rows[None, :]], 0.0)
+    return d.deviance, grad, 0.5 * (hess + hess.T), T[rows, cols]
+
+
+def hessian_G_sigma2(stats, G, sigma2, reml, mask=None, sol=None):
+    """Hessian of the unprofiled deviance -2 l(G, sigma2) (beta at its GLS value) with respect to
+    the free entries of G (in :func:`theta_index` order; an off-diagonal entry moves G_ab and G_ba
+    together) and then sigma2.
+
+    With f(Gam, s) = dof log s + L(Gam) + Q(Gam) / s + const (L = log|W| [+ log|X'W^-1 X|]) and
+    Gam = G / s, writing a, b for entries of G::
+
+        f_a = L_a + Q_a / s,  f_ab = L_ab + Q_ab / s,  f_as = -Q_a / s^2,  f_ss = -dof / s^2 + 2 Q / s^3
+        F_ab = f_ab / s^2
+        F_as = -(sum_b f_ab G_b) / s^3 + f_as / s - f_a / s^2
+        F_ss = f_ss - 2 sum_a f_as G_a / s^2 + sum_ab G_a f_ab G_b / s^4 + 2 sum_a f_a G_a / s^3
+
+    At the optimum, 2 F^-1 is the asymptotic covariance of (G, sigma2) (as lmerTest
+    uses for Satterthwaite's degrees of freedom, there in lme4's (theta, sigma)).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> hessian_G_sigma2(m.stats, np.array([[0.1]]), 0.57, reml=True).shape
+    (2, 2)
+    """
+    sol = solve(stats, G, sigma2) if sol is None else sol
+    d = deviance_derivatives(stats, G, sigma2, reml, sol)
+    q = d.grad.shape[0]
+    qq, s, Gv = q * q, float(sigma2), np.asarray(G, float).ravel()
+    Q1, Q2 = d.Q_grad.ravel(), d.Q_hess.reshape(qq, qq)
+    f_a = d.logdet_grad.ravel() + Q1 / s
+    f_ab = d.logdet_hess.reshape(qq, qq) + Q2 / s
+    f_as = -Q1 / s ** 2
+    f_ss = -d.dof / s ** 2 + 2 * d.Q / s ** 3
+    F = np.empty((qq + 1, qq + 1))
+    F[:qq, :qq] = f_ab / s ** 2
+    F[:qq, qq] = F[qq, :qq] = -(f_ab @ Gv) / s ** 3 + f_as / s - f_a / s ** 2
+    F[qq, qq] = f_ss - 2 * f_as @ Gv / s ** 2 + Gv @ f_ab @ Gv / s ** 4 + 2 * f_a @ Gv / s ** 3
+    rows, cols = theta_index(np.ones((q, q)) if mask is None else mask)
+    E = np.zeros((rows.size + 1, qq + 1))                   # free entry -> the entries of G it moves
+    E[np.arange(rows.size), rows * q + cols] = 1.0
+    E[np.arange(rows.size), cols * q + rows] = 1.0
+    E[-1, -1] = 1.0
+    H = E @ F @ E.T
+    return 0.5 * (H + H.T)
+
+
+def hessian_theta_sigma(stats, G, sigma2, reml, mask=None, sol=None):
+    """Gradient and Hessian of the unprofiled deviance -2 l (beta at its GLS value) with respect to
+    lme4's ``varpar`` (theta in :func:`theta_index` order, then sigma = sqrt(sigma2)): the
+    parametrisation in which lmerTest takes the Hessian for Satterthwaite's degrees of freedom.
+
+    With f(Gam, s) as in :func:`hessian_G_sigma2`, Gam = T T' (J_i = dGam/dtheta_i, see
+    :func:`theta_derivatives`) and s = sigma^2::
+
+        grad_i      = <f_Gam, J_i>,                    grad_sigma = 2 sigma f_s
+        H_ij        = <J_i, f_GamGam J_j> + delta_{e_i e_j} (f_{c_i c_j} + f_{c_j c_i})
+        H_i,sigma   = 2 sigma <J_i, f_Gam,s>,          H_sigma,sigma = 4 sigma^2 f_ss + 2 f_s
+
+    with f_s = dof / s - Q / s^2. Returns (grad, hess).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> g, H = hessian_theta_sigma(m.stats, np.array([[0.1]]), 0.57, reml=True)
+    >>> H.shape
+    (2, 2)
+    """
+    sol = solve(stats, G, sigma2) if sol is None else sol
+    d = deviance_derivatives(stats, G, sigma2, reml, sol)
+    T, q = sol.T, sol.T.shape[0]
+    s, sigma = float(sigma2), float(np.sqrt(sigma2))
+    f_a = d.logdet_grad + d.Q_grad / s                       # (q, q)
+    f_ab = d.logdet_hess + d.Q_hess / s                      # (q, q, q, q)
+    f_as = -d.Q_grad / s ** 2
+    f_s = d.dof / s - d.Q / s ** 2
+    f_ss = -d.dof / s ** 2 + 2 * d.Q / s ** 3
+    rows, cols = theta_index(np.ones((q, q)) if mask is None else mask)
+    m = rows.size
+    Jac = np.zeros((m, q, q))
+    for i, (c, e) in enumerate(zip(rows, cols)):
+        Jac[i, c, :] += T[:, e]
+        Jac[i, :, c] += T[:, e]
+    grad = np.append(np.einsum("ab,iab->i", f_a, Jac), 2 * sigma * f_s)
+    H = np.empty((m + 1, m + 1))
+    fs = f_a + f_a.T
+    H[:m, :m] = (np.einsum("iab,abcd,jcd->ij", Jac, f_ab, Jac)
+                 + np.where(cols[:, None] == cols[None, :], fs[rows[:, None], rows[None, :]], 0.0))
+    H[:m, m] = H[m, :m] = 2 * sigma * np.einsum("iab,ab->i", Jac, f_as)
+    H[m, m] = 4 * s * f_ss + 2 * f_s
+    return grad, 0.5 * (H + H.T)
+
+
+__all__ += ["hessian_theta_sigma"]

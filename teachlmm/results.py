@@ -43,6 +43,8 @@ class MixedModelResult:
     icc : intraclass correlation G[0,0] / (G[0,0] + sigma2) when there is a
         random intercept (for random slopes it depends on x; None otherwise).
     n_iter, converged, singular, history : the fitting method's report.
+    max_grad : max |gradient| of the profiled deviance with respect to lme4's theta at the
+        estimates, as lme4's ``checkConv`` reports it (None when not computed).
 
     Examples
     --------
@@ -56,12 +58,13 @@ class MixedModelResult:
     """
 
     def __init__(self, model, G, sigma2, reml=True, method="given", n_iter=0, converged=True,
-                 history=None, seconds=None):
+                 history=None, seconds=None, max_grad=None):
         self.model = model
         self.G = np.atleast_2d(np.asarray(G, dtype=float))
         self.sigma2 = float(sigma2)
         self.reml, self.method = bool(reml), method
         self.n_iter, self.converged, self.history, self.seconds = n_iter, converged, history or [], seconds
+        self.max_grad = max_grad
         self.solution = sol = mme.solve(model.stats, self.G, self.sigma2)
         self.loglik = mme.loglik(model.stats, self.G, self.sigma2, self.reml, sol)
         # lme4's isSingular(): a diagonal element of the relative factor T (G = sigma2 T T') below 1e-4
@@ -230,7 +233,7 @@ class MixedModelResult:
         >>> import teachlmm as tl
         >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()))
         >>> print(fit.summary().splitlines()[0])
-        Linear mixed model fit by REML (EM (squarem))
+        Linear mixed model fit by REML (EM + Newton)
         """
         m = self.model
         kind = "REML" if self.reml else "maximum likelihood"

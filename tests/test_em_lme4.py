@@ -116,7 +116,7 @@ def test_plain_em_reaches_the_same_optimum(radon, lme4):
     assert fit.loglik == pytest.approx(lme4["M4_REML"]["loglik"], abs=1e-7)
 
 
-@pytest.mark.parametrize("method", ["squarem", "factor", "plain"])
+@pytest.mark.parametrize("method", ["newton", "squarem", "factor", "plain"])
 def test_em_started_at_lme4s_boundary_point_leaves_it(fits, lme4, method):
     """EM cannot leave a singular G by its own steps (they keep G's rank), so a start on a
     boundary that is no maximum - lme4's default M4 point - is checked (KKT on the PSD cone)
@@ -133,7 +133,7 @@ def test_em_started_at_lme4s_boundary_point_leaves_it(fits, lme4, method):
 
 @pytest.mark.parametrize("key", ["M3_REML", "M3_ML", "M4_REML", "M4_ML"])
 def test_accelerated_em_is_never_worse_than_plain_em(fits, key):
-    """SQUAREM (the default) and the factor step end where plain EM ends, never lower, in far
+    """The default fit (EM + Newton) and the factor step end where plain EM ends, never lower, in far
     fewer iterations."""
     fast = fits(key)
     plain = tl.em.fit(fast.model, reml=fast.reml, method="plain")
