@@ -526,3 +526,127 @@ class Model:
     def __repr__(self):
         return (f"Model({self.formula.text!r}: n = {self.n}, J = {self.J} groups of {self.group_name!r}, "
                 f"p = {self.p} fixed, q = {self.q} random per group)")
+
+    # -- the lecture's recurring ideas, computed once ----------------------------
+    @property
+    def coef_names(self):
+        """Names of the group-specific coefficients, the columns of lme4's ``coef()``.
+
+        The fixed effects in formula order, then the random terms that have no
+        fixed effect of their own (``(0 + x | g)`` without ``x`` in the fixed part).
+        ``coef[j] = beta + b_j`` lines up with this list.
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> m4 = tl.Model("log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)",
+        ...               tl.load_radon())
+        >>> m4.coef_names
+        ['(Intercept)', 'floor', 'log_uranium', 'floor:log_uranium']
+        >>> tl.Model("log_radon ~ 1 + (0 + floor | county)", tl.load_radon()).coef_names
+        ['(Intercept)', 'floor']
+        """
+        return list(self.fixef_names) + [r for r in self.ranef_names if r not in self.fixef_names]
+
+    def G_entries(self):
+        """The free entries of G, one ``(k, l)`` pair (row k >= column l) each, in lme4's order.
+
+        Block by block (``model.blocks``), column by column of the lower triangle:
+        the variance G[l, l] first, then the covariances G[k, l] of the terms after
+        it. This is the order of lme4's ``theta`` and of ``confint``'s
+        ``sd_`` / ``cor_`` rows. Entries between uncorrelated blocks (``||``) are 0
+        by the model and are not listed. There are ``sum_B q_B (q_B + 1) / 2``.
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> data = tl.load_radon()
+        >>> list(tl.Model("log_radon ~ floor + (1 + floor | county)", data).G_entries())
+        [(0, 0), (1, 0), (1, 1)]
+        >>> list(tl.Model("log_radon ~ floor + (1 + floor || county)", data).G_entries())
+        [(0, 0), (1, 1)]
+        """
+        for block in self.blocks:
+            for a, l in enumerate(block):
+                for k in block[a:]:
+                    yield int(k), int(l)
+
+    def group_values(self, column, data=None):
+        """One value per group of a group-level column (u_j in the lecture), in ``model.groups`` order.
+
+        Parameters
+        ----------
+        column : str
+            A column of the model: the response, a fixed-effect column
+            (``fixef_names``, e.g. ``"log_uranium"``) or a random-effect column
+            (``ranef_names``); or, when ``data`` is given, any column of ``data``.
+        data : mapping, optional
+            The data the model was built from (same rows, same order), for a
+            column that is not in the formula.
+
+        Returns
+        -------
+        (J,) numpy array: ``u[j]`` is the value the column takes in every row of
+        group ``model.groups[j]``.
+
+        Raises
+        ------
+        DataError
+            If the column is not in the model (nor in ``data``), if ``data`` has a
+            different number of rows, if the model was built from chunks (it keeps
+            no rows), or if the column varies within a group (then it is not a
+            group-level predictor: the message names the first such group).
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> data = tl.load_radon()
+        >>> m4 = tl.Model("log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)", data)
+        >>> u = m4.group_values("log_uranium")
+        >>> u.shape, round(float(u[0]), 4)
+        ((85,), -0.689)
+        >>> m4.group_values("floor")
+        Traceback (most recent call last):
+        ...
+        teachlmm.errors.DataError: column 'floor' varies within county 1 ...
+        """
+        col = self._row_values(column, data)
+        first = np.unique(self.codes, return_index=True)[1]
+        u = col[first]
+        if col.dtype.kind in "biuf":
+            varies = ~np.isclose(col, u[self.codes], rtol=1e-12, atol=0.0)
+        else:
+            varies = col != u[self.codes]
+        if varies.any():
+            j = self.codes[np.flatnonzero(varies)[0]]
+            raise DataError(f"column {column!r} varies within {self.group_name} {self.groups[j]} (values "
+                            f"{u[j]!r} and {col[np.flatnonzero(varies)[0]]!r}), so it is not a group-level "
+                            "predictor u_j: it has no single value per group")
+        return u
+
+    def _row_values(self, column, data):
+        """The values, one per row, of a model column or (given ``data``) a data column."""
+        if data is not None:
+            col = get_column(data, column)
+            n = self.n if self.codes is None else self.codes.size
+            if col.size != n:
+                raise DataError(f"data has {col.size} rows but the model has {n}: pass the data the model "
+                                "was built from")
+        elif column == self.formula.response and self.y is not None:
+            col = self.y
+        elif column in self.fixef_names and self.X is not None:
+            col = self.X[:, self.fixef_names.index(column)]
+        elif column in self.ranef_names and self.Z is not None:
+            col = self.Z[:, self.ranef_names.index(column)]
+        elif self.X is None:
+            raise DataError("this model was built from chunks and keeps no rows; pass the data as "
+                            "group_values(column, data)")
+        else:
+            known = [self.formula.response] + list(self.fixef_names) + list(self.ranef_names)
+            raise DataError(f"{column!r} is not a column of this model ({', '.join(dict.fromkeys(known))}); "
+                            "pass the data as group_values(column, data) for a column outside the formula")
+        if self.codes is None:
+            raise DataError("this model was built from chunks and keeps no group codes of the rows, so it "
+                            "cannot tell a column's value per group")
+        check_finite(col, column)
+        return col
