@@ -1,4 +1,4 @@
-"""Checks for the book's exercises: type your answer, get a verdict and a hint.
+r"""Checks for the book's exercises: type your answer, get a verdict and a hint.
 
 Every ``check_*`` function takes a student's answer, computes the right value
 itself, prints a short verdict and returns True or False. A wrong answer never
@@ -24,15 +24,26 @@ A check that reused the code the student is learning from would only test
 that the student called it. Where it can, a check takes a *different road*
 to the same number, the textbook one, slow but transparent: it loops over
 the groups and works with each group's own covariance matrix
+(:math:`n_j \times n_j`; fine for a check, never for a fit)
 
-    V_j = Z_j G Z_j' + sigma2 I      (n_j x n_j; fine for a check, never for a fit)
+.. math::
+
+    V_j = Z_j G Z_j' + \sigma^2 I
 
 instead of the mixed-model equations of :mod:`teachlmm.mme`:
 
-* GLS:   beta_hat = (sum_j X_j'V_j^-1 X_j)^-1 sum_j X_j'V_j^-1 y_j
-* BLUP:  b_hat_j  = G Z_j'V_j^-1 (y_j - X_j beta_hat)
-* REML criterion: (n - p) log 2 pi + sum_j log|V_j| + log|X'V^-1 X| + r'V^-1 r
-* random-intercept REML fits by a one-dimensional search (:func:`random_intercept_reml`).
+.. math::
+
+    \hat\beta &= \Big(\sum_j X_j' V_j^{-1} X_j\Big)^{-1} \sum_j X_j' V_j^{-1} y_j
+    \qquad \text{(GLS)}
+
+    \hat b_j &= G Z_j' V_j^{-1} (y_j - X_j \hat\beta)
+    \qquad \text{(BLUP)}
+
+    \text{REML criterion} &= (n - p) \log 2\pi + \sum_j \log|V_j|
+    + \log|X' V^{-1} X| + r' V^{-1} r
+
+and random-intercept REML fits by a one-dimensional search (:func:`random_intercept_reml`).
 
 Where variance components of a model with random slopes are needed (M3, M4),
 they come from :func:`teachlmm.em.fit`; everything computed from them takes the

@@ -85,3 +85,34 @@ def test_exercises_page_has_hidden_solutions_that_assert_their_check():
     assert len(solutions) == len(exercises)
     for code in solutions:
         assert re.search(r"assert tl\.exercises\.check_\w+\(", code), code[:80]
+
+
+def test_glue_plumbing_is_hidden_from_readers():
+    """Every cell that calls glue(...) is tagged remove-cell: readers see the computation, not the plumbing."""
+    for name in toc_files():
+        text = page(name).read_text()
+        for head, code in re.findall(r"```\{code-cell\}[^\n]*\n((?::[^\n]*\n)*)(.*?)```", text, flags=re.S):
+            if re.search(r"\bglue\(|import glue", code):
+                assert "remove-cell" in head, f"{name}: a visible cell calls glue: {code[:80]!r}"
+
+
+def test_api_reference_page_is_built_from_the_docstrings():
+    cfg = (BOOK / "_config.yml").read_text()
+    assert "sphinx.ext.autodoc" in cfg and "sphinx.ext.napoleon" in cfg
+    assert re.search(r"api_docstrings:\s*_ext", cfg)
+    assert "api" in toc_files()
+    text = page("api").read_text()
+    for module in ["em", "gibbs", "blup", "mme", "design", "results", "inference", "exercises"]:
+        assert f".. automodule:: teachlmm.{module}" in text
+
+
+def test_api_docstring_checker_tells_valid_rest_from_plain_text():
+    pytest.importorskip("sphinx", reason="the book's extra (pip install -e '.[book]') is not installed")
+    spec = importlib.util.spec_from_file_location("api_docstrings", BOOK / "_ext" / "api_docstrings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.rest_errors("A line.\n    an indented formula\nback again.\n")
+    assert module.rest_errors("the determinant |M~_j| of M_j")
+    assert module.rest_errors("Text.\n\n.. math::\n\n    V_j = Z_j G Z_j' + \\sigma^2 I\n\nSee :func:`f`.\n") == []
+    import teachlmm.exercises
+    assert module.rest_errors(teachlmm.exercises.__doc__) == []
