@@ -111,7 +111,7 @@ def test_api_docstring_checker_tells_valid_rest_from_plain_text():
     spec = importlib.util.spec_from_file_location("api_docstrings", BOOK / "_ext" / "api_docstrings.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.rest_errors("A line.\n    an indented formula\nback again.\n")
+    assert module.rest_errors("E-step\n    b_j = M_j^-1 r_j,\n    ML:   Var(b_j) = sigma2 M_j^-1\n          (the REML one is wider)\n")
     assert module.rest_errors("the determinant |M~_j| of M_j")
     assert module.rest_errors("Text.\n\n.. math::\n\n    V_j = Z_j G Z_j' + \\sigma^2 I\n\nSee :func:`f`.\n") == []
     import teachlmm.exercises
