@@ -116,3 +116,28 @@ def test_api_docstring_checker_tells_valid_rest_from_plain_text():
     assert module.rest_errors("Text.\n\n.. math::\n\n    V_j = Z_j G Z_j' + \\sigma^2 I\n\nSee :func:`f`.\n") == []
     import teachlmm.exercises
     assert module.rest_errors(teachlmm.exercises.__doc__) == []
+
+
+def test_layout_for_a_1280_px_window():
+    """One search box, no download button, wrapped long output (book/_static/teachlmm.css)."""
+    cfg = (BOOK / "_config.yml").read_text()
+    assert re.search(r"html_theme_options:[^\n]*(?:\n {6}.*)*?\n {6}use_download_button: false", cfg), \
+        "jupyter-book 1.0 ignores html.use_download_button; the theme option must say false"
+    assert re.search(r"html_css_files:\s*\[teachlmm\.css\]", cfg)
+    css = (BOOK / "_static" / "teachlmm.css").read_text()
+    assert re.search(r"\.bd-header[^{]*\{\s*display:\s*none", css)             # the top bar's search box
+    assert "pre-wrap" in css
+
+
+def test_performance_page_reads_the_saved_results_without_internal_wording():
+    text = page("performance").read_text()
+    assert "results/latest.json" in text
+    assert not re.search(r"target|met\)|core issue", text, flags=re.I)
+    assert text.count("plt.show()") == 1                                      # one figure
+
+
+def test_exercises_page_says_how_to_get_u_j_and_the_reml_criterion():
+    text = page("exercises").read_text()
+    assert 'group_values("log_uranium")' in text
+    assert "-2 * tl.MixedModelResult(m4, G, sigma2, reml=True).loglik" in text
+    assert "solution(" in text
