@@ -1,13 +1,22 @@
-"""Checks for the book's exercises: type your answer, get a verdict and a hint.
+r"""Checks for the book's exercises: type your answer, get a verdict and a hint.
 
 Every ``check_*`` function takes a student's answer, computes the right value
-itself, prints a short verdict (with a hint when the answer is off) and returns
-True or False::
+itself, prints a short verdict and returns True or False. A wrong answer never
+shows the right value: the first try gets a hint, the next tries a stronger one
+(the recipe, step by step), and ``solution(n)`` shows exercise n's answer and
+code when you ask for it::
 
     >>> import teachlmm as tl
-    >>> tl.exercises.check_shrinkage_factor(0.41, n_j=4, sigma2_alpha=0.1, sigma2=0.57)
-    Correct: lambda_j = 0.4124 (you said 0.4100).
+    >>> tl.exercises.check_icc(0.2)
+    Not yet: you said 0.2000.
+    Hint: ICC = sigma2_alpha / (sigma2_alpha + sigma2), with M1's variance components.
+    False
+    >>> tl.exercises.check_icc(0.159)
+    Correct: the intraclass correlation = 0.1587 (you said 0.1590).
     True
+
+An answer that is not a number (a string such as ``"0.16"``) raises
+:class:`AnswerError` with a message saying what to pass instead.
 
 How the right value is computed
 -------------------------------
@@ -15,15 +24,26 @@ A check that reused the code the student is learning from would only test
 that the student called it. Where it can, a check takes a *different road*
 to the same number, the textbook one, slow but transparent: it loops over
 the groups and works with each group's own covariance matrix
+(:math:`n_j \times n_j`; fine for a check, never for a fit)
 
-    V_j = Z_j G Z_j' + sigma2 I      (n_j x n_j; fine for a check, never for a fit)
+.. math::
+
+    V_j = Z_j G Z_j' + \sigma^2 I
 
 instead of the mixed-model equations of :mod:`teachlmm.mme`:
 
-* GLS:   beta_hat = (sum_j X_j'V_j^-1 X_j)^-1 sum_j X_j'V_j^-1 y_j
-* BLUP:  b_hat_j  = G Z_j'V_j^-1 (y_j - X_j beta_hat)
-* REML criterion: (n - p) log 2 pi + sum_j log|V_j| + log|X'V^-1 X| + r'V^-1 r
-* random-intercept REML fits by a one-dimensional search (:func:`random_intercept_reml`).
+.. math::
+
+    \hat\beta &= \Big(\sum_j X_j' V_j^{-1} X_j\Big)^{-1} \sum_j X_j' V_j^{-1} y_j
+    \qquad \text{(GLS)}
+
+    \hat b_j &= G Z_j' V_j^{-1} (y_j - X_j \hat\beta)
+    \qquad \text{(BLUP)}
+
+    \text{REML criterion} &= (n - p) \log 2\pi + \sum_j \log|V_j|
+    + \log|X' V^{-1} X| + r' V^{-1} r
+
+and random-intercept REML fits by a one-dimensional search (:func:`random_intercept_reml`).
 
 Where variance components of a model with random slopes are needed (M3, M4),
 they come from :func:`teachlmm.em.fit`; everything computed from them takes the
@@ -39,7 +59,7 @@ from .data import load_radon, simulate
 from .design import Model
 from .errors import BoundaryWarning, TeachLMMError
 
-__all__ = ["M0", "M1", "M3", "M4",
+__all__ = ["M0", "M1", "M3", "M4", "AnswerError", "solution", "reset",
            "check_county_mean", "check_shrinkage_factor", "check_partial_pooling", "check_icc",
            "check_county2_line", "check_composite_variance", "check_alpha_beta",
            "check_reml_criterion", "check_em_step", "check_blup", "check_split_rhat",
@@ -58,6 +78,18 @@ LOG_2PI = np.log(2 * np.pi)
 # the verdict
 # ----------------------------------------------------------------------------
 
+class AnswerError(TeachLMMError):
+    """An answer a check cannot read: a string, None, or an array of the wrong shape."""
+
+
+_tries = {}          # (check, what it is about) -> wrong answers so far, for the hint ladder
+
+
+def reset():
+    """Forget earlier wrong answers (the next wrong answer gets the first hint again)."""
+    _tries.clear()
+
+
 def _show(x, digits=4):
     """A number or a short vector, rounded for the verdict."""
     x = np.asarray(x, dtype=float)
@@ -68,14 +100,37 @@ def _show(x, digits=4):
     return f"[{body}{', ...' if flat.size > 4 else ''}]"
 
 
-def _verdict(ok, what, expected, answer, hint, digits=4):
-    """Print a friendly verdict; return ok."""
+def _verdict(ok, what, expected, answer, hint, stronger, key, digits=4):
+    """Print a verdict and return ok. A wrong answer gets a hint, never the value.
+
+    Every wrong answer for ``key`` gets ``hint``; the second and later ones also
+    ``stronger`` (both say how, not what). ``solution(n)`` is the way to see the value.
+    """
     if ok:
+        _tries.pop(key, None)
         print(f"Correct: {what} = {_show(expected, digits)} (you said {_show(answer, digits)}).")
-    else:
-        print(f"Not yet: you said {_show(answer, digits)}, but {what} = {_show(expected, digits)}.")
-        print(f"Hint: {hint}")
-    return bool(ok)
+        return True
+    _tries[key] = _tries.get(key, 0) + 1
+    print(f"Not yet: you said {_show(answer, digits)}.")
+    print(f"Hint: {hint}")
+    if _tries[key] > 1:
+        print(f"Stronger hint: {stronger}")
+        print("(tl.exercises.solution(n) shows the answer of exercise n.)")
+    return False
+
+
+def _number(answer, what):
+    """The answer as a float, or an AnswerError that says what to pass."""
+    if isinstance(answer, (str, bytes)):
+        raise AnswerError(f"{what}: your answer is the text {answer!r}; pass a number, "
+                          f"without quotes (e.g. 0.16, or the variable that holds it)")
+    try:
+        value = float(np.asarray(answer, dtype=float))
+    except (TypeError, ValueError):
+        raise AnswerError(f"{what}: expected one number, got {type(answer).__name__} {answer!r}") from None
+    if not np.isfinite(value):
+        raise AnswerError(f"{what}: your answer is {value}; a finite number is expected")
+    return value
 
 
 def _close(answer, expected, tol):
@@ -86,9 +141,16 @@ def _close(answer, expected, tol):
 
 
 def _as_answer(answer, shape, what):
-    a = np.asarray(answer, dtype=float)
+    """The answer as a float array of the given shape, or an AnswerError."""
+    if isinstance(answer, (str, bytes)):
+        raise AnswerError(f"{what}: your answer is the text {answer!r}; pass numbers (an array), not a string")
+    try:
+        a = np.asarray(answer, dtype=float)
+    except (TypeError, ValueError):
+        raise AnswerError(f"{what}: expected numbers of shape {tuple(shape)}; some entries are not numbers "
+                          f"(strings?)") from None
     if a.shape != tuple(shape):
-        raise TeachLMMError(f"{what}: expected an answer of shape {tuple(shape)}, got {a.shape}")
+        raise AnswerError(f"{what}: expected an answer of shape {tuple(shape)}, got {a.shape}")
     return a
 
 
@@ -347,8 +409,16 @@ def _index(model, group):
 # chapter 1-2: the data, pooling
 # ----------------------------------------------------------------------------
 
+def _county(county):
+    """The county label checked (1..85), or a clear error."""
+    labels = set(_radon()["county"].astype(int))
+    if isinstance(county, bool) or not isinstance(county, (int, np.integer)) or county not in labels:
+        raise TeachLMMError(f"there is no county {county!r}; counties are numbered 1..85")
+    return int(county)
+
+
 def check_county_mean(answer, county, tol=5e-4):
-    """Exercise: the no-pooling estimate of a county, its average log radon.
+    """Exercise 1: the no-pooling estimate of a county, its average log radon.
 
     Parameters
     ----------
@@ -363,42 +433,82 @@ def check_county_mean(answer, county, tol=5e-4):
     Correct: the average log radon of county 1 = 0.6604 (you said 0.6600).
     True
     """
+    answer = _number(answer, "check_county_mean")
+    county = _county(county)
     d = _radon()
-    if county not in set(d["county"].astype(int)):
-        raise TeachLMMError(f"there is no county {county!r}; counties are numbered 1..85")
     y = d["log_radon"][d["county"] == county]
     expected = float(np.mean(y))
-    hint = (f"county {county} has {len(y)} houses; average their log_radon: "
-            f"data['log_radon'][data['county'] == {county}].mean().")
+    hint = f"county {county} has {len(y)} houses; average their log_radon."
     if np.isclose(answer, np.mean(np.exp(y)), atol=tol):
         hint = "you averaged radon on the raw scale; average log_radon instead."
+    stronger = f"data['log_radon'][data['county'] == {county}].mean()"
     return _verdict(abs(answer - expected) <= tol, f"the average log radon of county {county}",
-                    expected, answer, hint)
+                    expected, answer, hint, stronger, ("county_mean", county))
 
 
-def check_shrinkage_factor(answer, n_j, sigma2_alpha, sigma2, tol=5e-3):
-    """Exercise: the shrinkage factor lambda_j = sigma2_alpha / (sigma2_alpha + sigma2 / n_j).
+def _m0():
+    """M0 fitted by REML on the independent road: sigma2_alpha, sigma2, mu_hat, lambda_j (85,)."""
+    d = _radon()
+    codes = _codes(d["county"])
+    return random_intercept_reml(d["log_radon"], np.ones((len(codes), 1)), codes)
+
+
+def check_shrinkage_factor(answer, county=1, n_j=None, sigma2_alpha=None, sigma2=None, tol=5e-3,
+                           vc_tol=5e-4):
+    """Exercise 2: a county's shrinkage factor in M0, lambda_j = sigma2_alpha / (sigma2_alpha + sigma2 / n_j).
+
+    The check fits M0 ``log_radon ~ 1 + (1 | county)`` by REML itself
+    (:func:`random_intercept_reml`). If you pass the ``n_j``, ``sigma2_alpha`` and
+    ``sigma2`` you used, they are checked too: they must be M0's (within ``vc_tol``).
+
+    Parameters
+    ----------
+    answer : float
+    county : int, 1..85 (default 1)
+    n_j, sigma2_alpha, sigma2 : float, optional; what you plugged into the formula.
+    tol : float, for lambda_j.   vc_tol : float, for the variance components.
 
     Examples
     --------
     >>> import teachlmm as tl
     >>> tl.exercises.check_shrinkage_factor(0.6, n_j=4, sigma2_alpha=0.1, sigma2=0.57)
-    Not yet: you said 0.6000, but lambda_j = 0.4124.
-    Hint: lambda_j = sigma2_alpha / (sigma2_alpha + sigma2 / n_j): the county's own mean has sampling variance sigma2 / n_j.
+    Not yet: you said 0.6000.
+    Hint: sigma2_alpha = 0.1000 and sigma2 = 0.5700 are not M0's REML estimates: fit M0 = log_radon ~ 1 + (1 | county) and use fit.G[0, 0] and fit.sigma2.
     False
     """
-    if not (n_j >= 1 and sigma2_alpha >= 0 and sigma2 > 0):
-        raise TeachLMMError("check_shrinkage_factor: need n_j >= 1, sigma2_alpha >= 0 and sigma2 > 0")
-    expected = sigma2_alpha / (sigma2_alpha + sigma2 / n_j)
-    hint = ("lambda_j = sigma2_alpha / (sigma2_alpha + sigma2 / n_j): the county's own mean has "
-            "sampling variance sigma2 / n_j.")
+    answer = _number(answer, "check_shrinkage_factor")
+    county = _county(county)
+    fit = _m0()
+    labels = np.unique(_radon()["county"]).astype(int)
+    j = int(np.flatnonzero(labels == county)[0])
+    size = int(np.sum(_radon()["county"] == county))
+    s2a, s2 = fit["sigma2_alpha"], fit["sigma2"]
+    expected = float(fit["lambda"][j])
+    key = ("shrinkage_factor", county)
+    stronger = (f"fit0 = tl.em.fit(tl.Model('{M0}', data)); s2_a, s2_e = fit0.G[0, 0], fit0.sigma2; "
+                f"n_j = number of houses in county {county}; lambda = s2_a / (s2_a + s2_e / n_j).")
+    own = [(name, v) for name, v, truth in [("sigma2_alpha", sigma2_alpha, s2a), ("sigma2", sigma2, s2)]
+           if v is not None and abs(_number(v, name) - truth) > vc_tol]
+    if own or (n_j is not None and _number(n_j, "n_j") != size):
+        if own:
+            said = " and ".join(f"{name} = {float(v):.4f}" for name, v in own)
+            hint = (f"{said} {'is' if len(own) == 1 else 'are'} not M0's REML "
+                    f"estimate{'' if len(own) == 1 else 's'}: fit M0 = {M0} and use fit.G[0, 0] and fit.sigma2.")
+        else:
+            hint = f"n_j is the number of houses in county {county} (model.stats.n of M0, or count them)."
+        return _verdict(False, "lambda_j", expected, answer, hint, stronger, key)
+    hint = ("lambda_j = sigma2_alpha / (sigma2_alpha + sigma2 / n_j) with M0's variance components: "
+            "the county's own mean has sampling variance sigma2 / n_j.")
     if np.isclose(answer, 1 - expected, atol=tol):
         hint = "that is 1 - lambda_j, the weight on the state-wide mean; lambda_j weighs the county's own mean."
-    return _verdict(abs(answer - expected) <= tol, "lambda_j", expected, answer, hint)
+    elif np.isclose(answer, s2a / (s2a + s2), atol=tol):
+        hint = "that is the ICC: divide sigma2 by n_j, the number of houses in the county."
+    return _verdict(abs(answer - expected) <= tol, f"lambda_{county} in M0", expected, answer, hint,
+                    stronger, key)
 
 
 def check_partial_pooling(answer, county, tol=5e-4):
-    """Exercise: the partial-pooling estimate of a county's mean log radon in M0 ``(1 | county)``.
+    """Exercise 3: the partial-pooling estimate of a county's mean log radon in M0 ``(1 | county)``.
 
     The check fits M0 by REML itself (:func:`random_intercept_reml`) and uses
     alpha_hat_j = mu_hat + lambda_j (ybar_j - mu_hat).
@@ -410,23 +520,26 @@ def check_partial_pooling(answer, county, tol=5e-4):
     Correct: the partial-pooling estimate for county 1 = 1.0675 (you said 1.0675).
     True
     """
+    answer = _number(answer, "check_partial_pooling")
+    county = _county(county)
     d = _radon()
     codes = _codes(d["county"])
     labels = np.unique(d["county"]).astype(int)
-    if county not in set(labels):
-        raise TeachLMMError(f"there is no county {county!r}; counties are numbered 1..85")
-    fit = random_intercept_reml(d["log_radon"], np.ones((len(codes), 1)), codes)
+    fit = _m0()
     j = int(np.flatnonzero(labels == county)[0])
     ybar = np.bincount(codes, weights=d["log_radon"]) / np.bincount(codes)
     mu = fit["beta"][0]
     expected = mu + fit["lambda"][j] * (ybar[j] - mu)
     if np.isclose(answer, ybar[j], atol=tol):
         hint = "that is the county's own mean (no pooling); pull it toward mu_hat by the factor lambda_j."
+    elif np.isclose(answer, mu, atol=tol):
+        hint = "that is mu_hat, complete pooling; move it toward the county's own mean by lambda_j."
     else:
-        hint = (f"alpha_j = mu_hat + lambda_j (ybar_j - mu_hat) with mu_hat = {mu:.4f} and "
-                f"lambda_j = {fit['lambda'][j]:.4f} for this county; or read coef() of the fitted M0.")
+        hint = "alpha_j = mu_hat + lambda_j (ybar_j - mu_hat), with M0's mu_hat and lambda_j; or coef() of M0."
+    stronger = (f"mu_hat = {mu:.4f} (fixef of M0), lambda_{county} = {fit['lambda'][j]:.4f} (exercise 2), "
+                f"ybar_{county} = {ybar[j]:.4f}; or read fit0.coef for county {county}'s row.")
     return _verdict(abs(answer - expected) <= tol, f"the partial-pooling estimate for county {county}",
-                    expected, answer, hint)
+                    expected, answer, hint, stronger, ("partial_pooling", county))
 
 
 # ----------------------------------------------------------------------------
@@ -434,7 +547,7 @@ def check_partial_pooling(answer, county, tol=5e-4):
 # ----------------------------------------------------------------------------
 
 def check_icc(answer, formula=M1, data=None, tol=1e-3):
-    """Exercise: the intraclass correlation sigma2_alpha / (sigma2_alpha + sigma2) of a random-intercept model.
+    """Exercises 4 and 5: the intraclass correlation sigma2_alpha / (sigma2_alpha + sigma2).
 
     Parameters
     ----------
@@ -450,6 +563,7 @@ def check_icc(answer, formula=M1, data=None, tol=1e-3):
     Correct: the intraclass correlation = 0.1587 (you said 0.1590).
     True
     """
+    answer = _number(answer, "check_icc")
     model = _model(formula, data)
     if model.q != 1 or model.ranef_names != ["(Intercept)"]:
         raise TeachLMMError("check_icc: the ICC is defined here for a random-intercept model, "
@@ -457,12 +571,16 @@ def check_icc(answer, formula=M1, data=None, tol=1e-3):
     fit = random_intercept_reml(model.y, model.X, model.codes)
     s2a, s2 = fit["sigma2_alpha"], fit["sigma2"]
     expected = s2a / (s2a + s2)
-    hint = "ICC = sigma2_alpha / (sigma2_alpha + sigma2): take fit.G[0, 0] and fit.sigma2 (or fit.icc)."
+    name = "M1" if formula == M1 and data is None else "the model"
+    hint = f"ICC = sigma2_alpha / (sigma2_alpha + sigma2), with {name}'s variance components."
     if np.isclose(answer, s2a / s2, atol=tol):
         hint = "you divided by sigma2 alone; the denominator is the total, sigma2_alpha + sigma2."
     elif np.isclose(answer, np.sqrt(s2a) / (np.sqrt(s2a) + np.sqrt(s2)), atol=tol):
         hint = "use variances, not standard deviations."
-    return _verdict(abs(answer - expected) <= tol, "the intraclass correlation", expected, answer, hint)
+    stronger = (f"fit = tl.em.fit(tl.Model('{formula}', data)); "
+                "fit.G[0, 0] / (fit.G[0, 0] + fit.sigma2), which is also fit.icc.")
+    return _verdict(abs(answer - expected) <= tol, "the intraclass correlation", expected, answer, hint,
+                    stronger, ("icc", formula, None if data is None else id(data)))
 
 
 # ----------------------------------------------------------------------------
@@ -470,7 +588,7 @@ def check_icc(answer, formula=M1, data=None, tol=1e-3):
 # ----------------------------------------------------------------------------
 
 def check_county2_line(a, b, tol=5e-4):
-    """Exercise: county 2's fitted line in M3, y_hat = a + b x (the lecture: 0.933 - 0.771 x).
+    """Exercise 6: county 2's fitted line in M3, y_hat = a + b x (the lecture: 0.933 - 0.771 x).
 
     Examples
     --------
@@ -479,12 +597,12 @@ def check_county2_line(a, b, tol=5e-4):
     Correct: county 2's (intercept, slope) = [0.9334, -0.7708] (you said [0.9330, -0.7710]).
     True
     """
+    answer = np.array([_number(a, "check_county2_line: a"), _number(b, "check_county2_line: b")])
     model = _radon_model(M3)
     G, sigma2 = _radon_em(M3)
     beta, bl = dense_gls_blup(model, G, sigma2)
     j = _index(model, 2)
     expected = beta + bl[j]                    # (mu_alpha + xi_2, mu_beta + zeta_2)
-    answer = np.array([a, b], dtype=float)
     if _close(answer, beta, tol):
         hint = "those are the fixed effects (the state-wide line); add county 2's ranef row."
     elif _close(answer, bl[j], tol):
@@ -492,12 +610,15 @@ def check_county2_line(a, b, tol=5e-4):
     elif _close(answer, beta - bl[j], tol):
         hint = "check the signs: the county's line is fixef PLUS ranef."
     else:
-        hint = "fixef(M3) + ranef(M3) for county 2, or directly fit.coef for county 2's row."
-    return _verdict(_close(answer, expected, tol), "county 2's (intercept, slope)", expected, answer, hint)
+        hint = "the county's line is the state-wide line (fixef) plus the county's deviation (ranef)."
+    stronger = ("j = list(fit.groups).index(2); a, b = np.array(list(fit.fixef.values())) + fit.ranef[j]; "
+                "the same as fit.coef[j].")
+    return _verdict(_close(answer, expected, tol), "county 2's (intercept, slope)", expected, answer,
+                    hint, stronger, ("county2_line",))
 
 
 def check_composite_variance(answer, x, tol=5e-4):
-    """Exercise: Var(y_ij) in M3 for a house with floor x: sigma_a^2 + 2 x cov + x^2 sigma_b^2 + sigma2.
+    """Exercise 7: Var(y_ij) in M3 for a house with floor x: sigma_a^2 + 2 x cov + x^2 sigma_b^2 + sigma2.
 
     Examples
     --------
@@ -506,17 +627,20 @@ def check_composite_variance(answer, x, tol=5e-4):
     Correct: Var(xi_j + x zeta_j + eps_ij) at x = 1 = 0.7155 (you said 0.7155).
     True
     """
+    answer = _number(answer, "check_composite_variance")
+    x = _number(x, "check_composite_variance: x")
     G, sigma2 = _radon_em(M3)
-    z = np.array([1.0, float(x)])
+    z = np.array([1.0, x])
     expected = float(z @ G @ z + sigma2)
     if np.isclose(answer, G[0, 0] + x ** 2 * G[1, 1] + sigma2, atol=tol):
         hint = "you left out the covariance term 2 x Cov(xi_j, zeta_j) = 2 x G[0, 1]."
     elif np.isclose(answer, expected - sigma2, atol=tol):
         hint = "add the house-level variance sigma2 (fit.sigma2)."
     else:
-        hint = "Var = G[0,0] + 2 x G[0,1] + x^2 G[1,1] + sigma2, i.e. z'Gz + sigma2 with z = (1, x)."
+        hint = "the variance of a sum: both variances, twice the covariance, and the house-level variance."
+    stronger = "Var = G[0,0] + 2 x G[0,1] + x^2 G[1,1] + sigma2, i.e. z'Gz + sigma2 with z = (1, x), from M3's fit."
     return _verdict(abs(answer - expected) <= tol, f"Var(xi_j + x zeta_j + eps_ij) at x = {x:g}",
-                    expected, answer, hint)
+                    expected, answer, hint, stronger, ("composite_variance", x))
 
 
 # ----------------------------------------------------------------------------
@@ -530,42 +654,53 @@ def _alpha_beta(model, G, sigma2, u):
     return alpha, slope, beta
 
 
-def check_alpha_beta(alpha, beta, tol=5e-4):
-    """Exercise: M4's county intercepts alpha_j and slopes beta_j (85 each, in county order).
+def _u_radon(model):
+    """log_uranium of each county, in the model's group order (from the data, not from the model's X)."""
+    first = np.array([rows[0] for rows in _group_rows(model)])
+    return _radon()["log_uranium"][first]
 
-    alpha_j = gamma0_a + gamma1_a u_j + eta_j^a, beta_j = gamma0_b + gamma1_b u_j + eta_j^b.
+
+def check_alpha_beta(alpha, beta, tol=5e-4):
+    """Exercise 8: M4's county intercepts alpha_j and slopes beta_j (85 each, in county order).
+
+    alpha_j = gamma0_a + gamma1_a u_j + eta_j^a, beta_j = gamma0_b + gamma1_b u_j + eta_j^b,
+    with u_j the county's log_uranium: ``model.group_values("log_uranium")``.
 
     Examples
     --------
     >>> import teachlmm as tl
     >>> fit = tl.em.fit(tl.Model(tl.exercises.M4, tl.load_radon()))
     >>> tl.exercises.check_alpha_beta(fit.coef[:, 0], fit.coef[:, 1])     # forgot the u_j terms
-    Not yet: you said [1.4587, 1.4956, 1.4769, 1.5276, ...], but M4's (alpha_j, beta_j) = [0.9018, 0.8109, 1.3852, 1.0480, ...].
-    Hint: coef() does not contain the u_j terms: alpha_j = coef[:, 0] + coef[:, 2] * u_j and beta_j = coef[:, 1] + coef[:, 3] * u_j.
+    Not yet: you said [1.4587, 1.4956, 1.4769, 1.5276, ...].
+    Hint: coef() does not contain the u_j terms: add coef[:, 2] * u_j to the intercepts and coef[:, 3] * u_j to the slopes.
     False
     """
     model = _radon_model(M4)
-    G, sigma2 = _radon_em(M4)
-    first = np.array([rows[0] for rows in _group_rows(model)])
-    u = _radon()["log_uranium"][first]
-    exp_a, exp_b, gamma = _alpha_beta(model, G, sigma2, u)
     answer = np.stack([_as_answer(alpha, (model.J,), "alpha"), _as_answer(beta, (model.J,), "beta")])
+    G, sigma2 = _radon_em(M4)
+    u = _u_radon(model)
+    exp_a, exp_b, gamma = _alpha_beta(model, G, sigma2, u)
     expected = np.stack([exp_a, exp_b])
     if _close(answer[0], exp_a - gamma[2] * u, tol):
-        hint = ("coef() does not contain the u_j terms: alpha_j = coef[:, 0] + coef[:, 2] * u_j and "
-                "beta_j = coef[:, 1] + coef[:, 3] * u_j.")
+        hint = ("coef() does not contain the u_j terms: add coef[:, 2] * u_j to the intercepts and "
+                "coef[:, 3] * u_j to the slopes.")
     elif _close(answer[0], gamma[0] + gamma[2] * u, tol):
         hint = "that is the group-level regression only; add each county's random effect (ranef)."
     else:
         hint = ("alpha_j = coef[:, 0] + coef[:, 2] * u_j, beta_j = coef[:, 1] + coef[:, 3] * u_j, with u_j "
                 "the county's log_uranium, counties in the order of fit.groups.")
-    return _verdict(_close(answer, expected, tol), "M4's (alpha_j, beta_j)", expected, answer, hint)
+    stronger = ("u = m4.group_values('log_uranium') gives u_j per county in the order of fit.groups; then "
+                "alpha = fit.coef[:, 0] + fit.coef[:, 2] * u and beta = fit.coef[:, 1] + fit.coef[:, 3] * u.")
+    return _verdict(_close(answer, expected, tol), "M4's (alpha_j, beta_j)", expected, answer, hint,
+                    stronger, ("alpha_beta",))
 
 
 def check_reml_criterion(answer, G, sigma2, formula=M4, data=None, tol=0.01):
-    """Exercise: the REML criterion (-2 x restricted log-likelihood) at given (G, sigma2).
+    """Exercise 9: the REML criterion (-2 x restricted log-likelihood) at given (G, sigma2).
 
     The check computes it from each group's V_j (:func:`dense_reml_criterion`).
+    To compute it yourself at any G, sigma2:
+    ``-2 * tl.MixedModelResult(model, G, sigma2, reml=True).loglik``.
 
     Examples
     --------
@@ -575,18 +710,23 @@ def check_reml_criterion(answer, G, sigma2, formula=M4, data=None, tol=0.01):
     Correct: the REML criterion = 2132.24 (you said 2132.24).
     True
     """
+    answer = _number(answer, "check_reml_criterion")
     model = _model(formula, data)
-    G = np.atleast_2d(np.asarray(G, dtype=float))
-    if G.shape != (model.q, model.q):
-        raise TeachLMMError(f"check_reml_criterion: G must be {model.q} x {model.q} for this model")
+    G = _as_answer(G, (model.q, model.q), f"check_reml_criterion: G must be {model.q} x {model.q} for "
+                   "this model; G")
+    sigma2 = _number(sigma2, "check_reml_criterion: sigma2")
     expected = dense_reml_criterion(model, G, sigma2)
     if np.isclose(answer, -expected / 2, atol=tol):
         hint = "that is the restricted log-likelihood; the criterion is -2 times it."
     elif np.isclose(answer, expected / 2, atol=tol):
         hint = "the criterion is -2 x logLik, not -logLik."
     else:
-        hint = "-2 * tl.MixedModelResult(model, G, sigma2, reml=True).loglik"
-    return _verdict(abs(answer - expected) <= tol, "the REML criterion", expected, answer, hint, digits=2)
+        hint = ("evaluate the restricted log-likelihood at exactly this (G, sigma2), not at a fitted "
+                "optimum, and multiply by -2.")
+    stronger = ("-2 * tl.MixedModelResult(model, G, sigma2, reml=True).loglik, with model = "
+                "tl.Model(M4, data) and the G, sigma2 you pass to the check.")
+    return _verdict(abs(answer - expected) <= tol, "the REML criterion", expected, answer, hint, stronger,
+                    ("reml_criterion", formula, G.tobytes(), sigma2), digits=2)
 
 
 # ----------------------------------------------------------------------------
@@ -594,7 +734,7 @@ def check_reml_criterion(answer, G, sigma2, formula=M4, data=None, tol=0.01):
 # ----------------------------------------------------------------------------
 
 def check_em_step(G_new, sigma2_new, G, sigma2, formula=M3, data=None, reml=True, tol=1e-6):
-    """Exercise: one EM step by hand, from (G, sigma2) to (G_new, sigma2_new).
+    """Exercise 10: one EM step by hand, from (G, sigma2) to (G_new, sigma2_new).
 
     The check takes the conditional-moment road (:func:`dense_em_step`).
 
@@ -609,9 +749,12 @@ def check_em_step(G_new, sigma2_new, G, sigma2, formula=M3, data=None, reml=True
     True
     """
     model = _model(formula, data)
-    G = np.atleast_2d(np.asarray(G, dtype=float))
+    q = model.q
+    G = _as_answer(G, (q, q), "check_em_step: G")
+    answer = np.append(_as_answer(G_new, (q, q), "check_em_step: G_new").ravel(),
+                       _number(sigma2_new, "check_em_step: sigma2_new"))
+    sigma2 = _number(sigma2, "check_em_step: sigma2")
     G_exp, s2_exp = dense_em_step(model, G, sigma2, reml=reml)
-    answer = np.append(np.ravel(G_new), sigma2_new)
     expected = np.append(G_exp.ravel(), s2_exp)
     scale = max(1.0, float(np.max(np.abs(expected))))
     ok = _close(answer, expected, tol * scale)
@@ -621,7 +764,11 @@ def check_em_step(G_new, sigma2_new, G, sigma2, formula=M3, data=None, reml=True
     else:
         hint = ("G_new = mean over groups of (b_j b_j' + Var(b_j | y)); sigma2_new = (rss + sigma2 * trace) / n "
                 "with the E-step quantities of the state at (G, sigma2).")
-    return _verdict(ok, "one EM step gives (G, sigma2)", expected, answer, hint)
+    stronger = ("G_new = (np.einsum('jq,jr->qr', state.b, state.b) + state.var_b.sum(axis=0)) / model.J, "
+                "sigma2_new = (state.rss + state.sigma2 * state.trace) / model.n, where state = "
+                "tl.em.init(model, reml=...) is the state at (G, sigma2).")
+    return _verdict(ok, "one EM step gives (G, sigma2)", expected, answer, hint, stronger,
+                    ("em_step", formula, reml, G.tobytes(), sigma2))
 
 
 # ----------------------------------------------------------------------------
@@ -629,7 +776,7 @@ def check_em_step(G_new, sigma2_new, G, sigma2, formula=M3, data=None, reml=True
 # ----------------------------------------------------------------------------
 
 def check_split_rhat(answer, chains, tol=1e-3):
-    """Exercise: the classic split R-hat of draws (chains, draws), by the formula.
+    """Exercise 11: the classic split R-hat of draws (chains, draws), by the formula.
 
     Examples
     --------
@@ -637,18 +784,22 @@ def check_split_rhat(answer, chains, tol=1e-3):
     >>> x = np.random.default_rng(0).normal(size=(4, 200))
     >>> x[0] += 1.0                                      # one chain stuck elsewhere
     >>> tl.exercises.check_split_rhat(1.0, x)
-    Not yet: you said 1.0000, but split R-hat = 1.1094.
-    Hint: split each chain in half; W = mean within-half variance, B/n = variance of the half means; R-hat = sqrt(((n-1)/n W + B/n) / W).
+    Not yet: you said 1.0000.
+    Hint: split each chain in half and compare the variance within the halves with the variance between their means.
     False
     """
+    answer = _number(answer, "check_split_rhat")
     expected = split_rhat(chains)
-    hint = ("split each chain in half; W = mean within-half variance, B/n = variance of the half means; "
-            "R-hat = sqrt(((n-1)/n W + B/n) / W).")
-    return _verdict(abs(answer - expected) <= tol, "split R-hat", expected, answer, hint)
+    hint = ("split each chain in half and compare the variance within the halves with the variance "
+            "between their means.")
+    stronger = ("split each chain in half; W = mean within-half variance, B/n = variance of the half means; "
+                "R-hat = sqrt(((n-1)/n W + B/n) / W).")
+    return _verdict(abs(answer - expected) <= tol, "split R-hat", expected, answer, hint, stronger,
+                    ("split_rhat", np.asarray(chains, dtype=float).tobytes()))
 
 
 def check_blup(b, G, sigma2, formula=M3, data=None, tol=1e-5):
-    """Exercise: the BLUPs b_hat_j (J x q) at typed-in variance components (G, sigma2).
+    """Exercise 12: the BLUPs b_hat_j (J x q) at typed-in variance components (G, sigma2).
 
     The check uses b_hat_j = G Z_j'V_j^-1 (y_j - X_j beta_hat) (:func:`dense_gls_blup`).
 
@@ -663,18 +814,22 @@ def check_blup(b, G, sigma2, formula=M3, data=None, tol=1e-5):
     True
     """
     model = _model(formula, data)
-    G = np.atleast_2d(np.asarray(G, dtype=float))
+    G = _as_answer(G, (model.q, model.q), "check_blup: G")
+    sigma2 = _number(sigma2, "check_blup: sigma2")
     beta, expected = dense_gls_blup(model, G, sigma2)
     answer = _as_answer(b, expected.shape, "b")
     if _close(answer, expected + beta[:model.q], tol):
         hint = "those look like coef (fixef + ranef); the BLUPs are the deviations, ranef."
     else:
-        hint = "tl.blup.fit(model, G, sigma2).ranef, or M_j^-1 Z_j'(y_j - X_j beta_hat) group by group."
-    return _verdict(_close(answer, expected, tol), "the BLUPs", expected, answer, hint)
+        hint = "the BLUPs at given (G, sigma2) need no fitting: evaluate the result at these values."
+    stronger = ("tl.MixedModelResult(model, G, sigma2).ranef (or tl.blup.fit(model, G, sigma2).ranef), "
+                "or M_j^-1 Z_j'(y_j - X_j beta_hat) group by group.")
+    return _verdict(_close(answer, expected, tol), "the BLUPs", expected, answer, hint, stronger,
+                    ("blup", formula, G.tobytes(), sigma2))
 
 
 def check_alpha_rmse(answer, seed, n_groups=85, tol=5e-4):
-    """Exercise (simulated truth): the RMSE of M4's partial-pooling alpha_j against the true alpha_j.
+    """Exercise 13 (simulated truth): the RMSE of M4's partial-pooling alpha_j against the true alpha_j.
 
     Simulate with ``tl.simulate(n_groups=n_groups, seed=seed)``, fit
     ``truth["formula"]`` by REML, compute alpha_j = coef[:, 0] + coef[:, 2] u_j, and
@@ -684,10 +839,21 @@ def check_alpha_rmse(answer, seed, n_groups=85, tol=5e-4):
     --------
     >>> import teachlmm as tl
     >>> tl.exercises.check_alpha_rmse(0.5, seed=1, n_groups=30)
-    Not yet: you said 0.5000, but the RMSE of alpha_hat_j = 0.1496.
+    Not yet: you said 0.5000.
     Hint: alpha_hat_j = coef[:, 0] + coef[:, 2] * u_j (u_j: truth['u']); RMSE = sqrt(mean((alpha_hat - truth['alpha'])**2)).
     False
     """
+    answer = _number(answer, "check_alpha_rmse")
+    expected = _alpha_rmse(seed, n_groups)
+    hint = ("alpha_hat_j = coef[:, 0] + coef[:, 2] * u_j (u_j: truth['u']); "
+            "RMSE = sqrt(mean((alpha_hat - truth['alpha'])**2)).")
+    stronger = (f"sim, truth = tl.simulate(n_groups={n_groups}, seed={seed}); "
+                "fit = tl.em.fit(tl.Model(truth['formula'], sim)) (REML, the default); then the hint's two lines.")
+    return _verdict(abs(answer - expected) <= tol, "the RMSE of alpha_hat_j", expected, answer, hint,
+                    stronger, ("alpha_rmse", seed, n_groups))
+
+
+def _alpha_rmse(seed, n_groups):
     from . import em
     data, truth = simulate(n_groups=n_groups, seed=seed)
     model = Model(truth["formula"], data)
@@ -695,7 +861,104 @@ def check_alpha_rmse(answer, seed, n_groups=85, tol=5e-4):
         warnings.simplefilter("ignore", BoundaryWarning)
         fit = em.fit(model)
     alpha, _, _ = _alpha_beta(model, fit.G, fit.sigma2, truth["u"])
-    expected = float(np.sqrt(np.mean((alpha - truth["alpha"]) ** 2)))
-    hint = ("alpha_hat_j = coef[:, 0] + coef[:, 2] * u_j (u_j: truth['u']); "
-            "RMSE = sqrt(mean((alpha_hat - truth['alpha'])**2)).")
-    return _verdict(abs(answer - expected) <= tol, "the RMSE of alpha_hat_j", expected, answer, hint)
+    return float(np.sqrt(np.mean((alpha - truth["alpha"]) ** 2)))
+
+
+# ----------------------------------------------------------------------------
+# the solutions, on request
+# ----------------------------------------------------------------------------
+
+def _solution_values(n):
+    """(what, value) pairs of exercise n's answer, computed on the check's own road."""
+    d = _radon()
+    if n == 1:
+        return [("average log radon of county 2", np.mean(d["log_radon"][d["county"] == 2]))]
+    if n in (2, 3):
+        fit = _m0()
+        ybar = np.mean(d["log_radon"][d["county"] == 1])
+        mu, lam = fit["beta"][0], fit["lambda"][0]
+        if n == 2:
+            return [("M0: sigma2_alpha", fit["sigma2_alpha"]), ("sigma2", fit["sigma2"]),
+                    ("n_1", int(np.sum(d["county"] == 1))), ("lambda_1", lam)]
+        return [("mu_hat", mu), ("lambda_1", lam), ("ybar_1", ybar), ("alpha_hat_1", mu + lam * (ybar - mu))]
+    if n == 4:
+        fit = random_intercept_reml(_radon_model(M1).y, _radon_model(M1).X, _radon_model(M1).codes)
+        return [("ICC of M1", fit["sigma2_alpha"] / (fit["sigma2_alpha"] + fit["sigma2"]))]
+    if n == 5:
+        sim, _ = simulate(G=[[0.1, 0.0], [0.0, 0.0]], sigma2=0.56, seed=11)
+        m = Model("y ~ 1 + x + u + x:u + (1 | group)", sim)
+        fit = random_intercept_reml(m.y, m.X, m.codes)
+        return [("estimated ICC", fit["sigma2_alpha"] / (fit["sigma2_alpha"] + fit["sigma2"])),
+                ("true ICC", 0.1 / 0.66)]
+    if n == 6:
+        model = _radon_model(M3)
+        beta, b = dense_gls_blup(model, *_radon_em(M3))
+        return [("county 2's (intercept, slope)", beta + b[_index(model, 2)])]
+    if n == 7:
+        G, s2 = _radon_em(M3)
+        return [("Var at x = 1 (first floor)", G[0, 0] + 2 * G[0, 1] + G[1, 1] + s2),
+                ("Var at x = 0 (basement)", G[0, 0] + s2)]
+    if n == 8:
+        model = _radon_model(M4)
+        a, b, _ = _alpha_beta(model, *_radon_em(M4), _u_radon(model))
+        return [("alpha_j (first 4 counties)", a), ("beta_j (first 4 counties)", b)]
+    if n == 9:
+        G, s2 = _radon_em(M4)
+        model = _radon_model(M4)
+        return [("REML criterion at lme4's default point",
+                 dense_reml_criterion(model, np.diag([0.0, 0.139213]), 0.573513)),
+                ("REML criterion at the EM estimate", dense_reml_criterion(model, G, s2))]
+    if n == 10:
+        from . import em
+        sim, truth = simulate(n_groups=40, seed=5)
+        model = Model(truth["formula"], sim)
+        s0 = em.init(model, reml=False)
+        G1, s1 = dense_em_step(model, s0.G, s0.sigma2, reml=False)
+        return [("G_new", G1), ("sigma2_new", s1)]
+    if n == 11:
+        x = np.random.default_rng(3).normal(size=(4, 200))
+        y = x.copy()
+        y[0] += 1.0
+        return [("split R-hat, agreeing chains", split_rhat(x)), ("split R-hat, one shifted", split_rhat(y))]
+    if n == 12:
+        beta, b = dense_gls_blup(_radon_model(M3), np.diag([0.3, 0.3]), 0.55)
+        return [("BLUPs (first 2 counties)", b[:2])]
+    if n == 13:
+        return [("RMSE of alpha_hat_j, seed 21", _alpha_rmse(21, 85))]
+    raise TeachLMMError(f"there is no exercise {n!r}; the exercises are numbered 1..{len(_RECIPES)}")
+
+
+_RECIPES = {
+    1: "data['log_radon'][data['county'] == 2].mean()",
+    2: "fit0 = tl.em.fit(tl.Model(M0, data)); lambda_1 = G[0,0] / (G[0,0] + sigma2 / n_1), n_1 = m0.stats.n[0]",
+    3: "alpha_1 = mu_hat + lambda_1 (ybar_1 - mu_hat), the same as fit0.coef[0, 0]",
+    4: "fit1 = tl.em.fit(tl.Model(M1, data)); fit1.G[0, 0] / (fit1.G[0, 0] + fit1.sigma2), or fit1.icc",
+    5: "tl.em.fit(tl.Model('y ~ 1 + x + u + x:u + (1 | group)', sim)).icc",
+    6: "j = list(fit3.groups).index(2); np.array(list(fit3.fixef.values())) + fit3.ranef[j], or fit3.coef[j]",
+    7: "z = (1, x): z'Gz + sigma2 = G[0,0] + 2 x G[0,1] + x^2 G[1,1] + sigma2 (M3's fit)",
+    8: "u = m4.group_values('log_uranium'); alpha = coef[:, 0] + coef[:, 2] * u; "
+       "beta = coef[:, 1] + coef[:, 3] * u",
+    9: "-2 * tl.MixedModelResult(m4, G, sigma2, reml=True).loglik at each (G, sigma2); the lower one is REML's",
+    10: "G_new = (einsum('jq,jr->qr', s.b, s.b) + s.var_b.sum(0)) / J; sigma2_new = (s.rss + s.sigma2 s.trace) / n",
+    11: "split in halves; W = mean within-half variance, B/n = variance of half means; sqrt(((n-1)/n W + B/n) / W)",
+    12: "tl.MixedModelResult(model3, np.diag([0.3, 0.3]), 0.55).ranef",
+    13: "alpha_hat = fit.coef[:, 0] + fit.coef[:, 2] * truth['u']; sqrt(mean((alpha_hat - truth['alpha'])**2))",
+}
+
+
+def solution(n):
+    """Show the answer of exercise n (1..13) and how to compute it: only when you ask.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.solution(4)
+    Exercise 4: ICC of M1 = 0.1587
+    How: fit1 = tl.em.fit(tl.Model(M1, data)); fit1.G[0, 0] / (fit1.G[0, 0] + fit1.sigma2), or fit1.icc
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n not in _RECIPES:
+        raise TeachLMMError(f"there is no exercise {n!r}; the exercises are numbered 1..{len(_RECIPES)}")
+    for i, (what, value) in enumerate(_solution_values(int(n))):
+        shown = str(value) if isinstance(value, int) else _show(value)
+        print(f"{'Exercise ' + str(n) + ': ' if i == 0 else '  '}{what} = {shown}")
+    print(f"How: {_RECIPES[int(n)]}")

@@ -222,7 +222,7 @@ def county_lines(pool, groups=None, slope=None, titles=None, axes=None, seed=0):
             else:
                 ax.text(0.03, 0.04, "no own fit", transform=ax.transAxes, color=COLORS[kind], fontsize=8)
         title = titles.get(g, str(g)) if titles else f"{model.group_name} {g}"
-        ax.set_title(f"{title} (n = {int(pool.n[j])})", fontsize=9)
+        ax.set_title(f"{title}\n(n = {int(pool.n[j])})", fontsize=10)
         ax.set_xlabel(slope)
     axs[0].set_ylabel(model.formula.response)
     handles = [Line2D([], [], ls=style, color=COLORS[kind], lw=1.8, label=LABELS[kind])
@@ -287,7 +287,7 @@ def group_coefficients(result, u_name=None, axes=None):
     >>> fit = blup.fit(m4, G=[[0.0155, 0.0157], [0.0157, 0.0943]], sigma2=0.5617)
     >>> fig = plots.group_coefficients(fit)           # u_name found: 'log_uranium'
     >>> [ax.get_xlabel() for ax in fig.axes]
-    ['log_uranium (u_j)', 'log_uranium (u_j)']
+    ['log_uranium $u_j$', 'log_uranium $u_j$']
     >>> matplotlib.pyplot.close(fig)
     """
     model = result.model
@@ -302,13 +302,14 @@ def group_coefficients(result, u_name=None, axes=None):
         c = result.coef[:, result.coef_names.index(term)]
         if slope_name in result.coef_names:
             c = c + result.coef[:, result.coef_names.index(slope_name)] * u
-        symbol = "alpha_j" if term == "(Intercept)" else f"beta_j ({term})"
+        letter = r"\alpha" if term == "(Intercept)" else r"\beta"          # the lecture's symbols, as math
+        symbol = rf"$\hat{letter}_j$" + ("" if term == "(Intercept)" else f" ({term})")
         ax.errorbar(u, c, yerr=result.condsd[:, k], fmt="o", ms=3, color=COLORS["partial"],
-                    ecolor=COLORS["partial"], elinewidth=0.7, alpha=0.8, label=f"{symbol} +- 1 s.e.")
+                    ecolor=COLORS["partial"], elinewidth=0.7, alpha=0.8, label=rf"{symbol} $\pm$ 1 s.e.")
         ax.plot(grid, gamma0 + gamma1 * grid, color="k", lw=1.5,
-                label=f"{gamma0:.3f} {'-' if gamma1 < 0 else '+'} {abs(gamma1):.3f} u")
-        ax.set_title(f"{symbol.split()[0]} = gamma0 + gamma1 u_j + error", fontsize=10)
-        ax.set_xlabel(f"{u_name} (u_j)")
+                label=rf"${gamma0:.3f} {'-' if gamma1 < 0 else '+'} {abs(gamma1):.3f}\,u_j$")
+        ax.set_title(rf"${letter}_j = \gamma_0^{letter} + \gamma_1^{letter} u_j + \eta_j^{letter}$", fontsize=11)
+        ax.set_xlabel(rf"{u_name} $u_j$")
         ax.set_ylabel(f"estimated {symbol}")
         ax.legend(fontsize=8)
     return fig
@@ -356,8 +357,9 @@ def caterpillar(result, level=0.95, axes=None):
         ax.axvline(0, color="k", lw=0.8)
         ax.set_xlabel(f"random effect {term!r}, +- {z:.2f} condsd")
         ax.set_title(term)
-        if model.J <= 40:
-            ax.set_yticks(rank, [str(g) for g in model.groups[order]], fontsize=7)
+        if model.J <= 120:                              # every group labelled, small type when many
+            ax.set_yticks(rank, [str(g) for g in model.groups[order]], fontsize=7 if model.J <= 40 else 5)
+            ax.set_ylabel(f"{model.group_name} (sorted by its random effect)")
         else:
             ax.set_yticks([])
             ax.set_ylabel(f"{model.J} {model.group_name} groups, sorted")

@@ -85,3 +85,59 @@ def test_exercises_page_has_hidden_solutions_that_assert_their_check():
     assert len(solutions) == len(exercises)
     for code in solutions:
         assert re.search(r"assert tl\.exercises\.check_\w+\(", code), code[:80]
+
+
+def test_glue_plumbing_is_hidden_from_readers():
+    """Every cell that calls glue(...) is tagged remove-cell: readers see the computation, not the plumbing."""
+    for name in toc_files():
+        text = page(name).read_text()
+        for head, code in re.findall(r"```\{code-cell\}[^\n]*\n((?::[^\n]*\n)*)(.*?)```", text, flags=re.S):
+            if re.search(r"\bglue\(|import glue", code):
+                assert "remove-cell" in head, f"{name}: a visible cell calls glue: {code[:80]!r}"
+
+
+def test_api_reference_page_is_built_from_the_docstrings():
+    cfg = (BOOK / "_config.yml").read_text()
+    assert "sphinx.ext.autodoc" in cfg and "sphinx.ext.napoleon" in cfg
+    assert re.search(r"api_docstrings:\s*_ext", cfg)
+    assert "api" in toc_files()
+    text = page("api").read_text()
+    for module in ["em", "gibbs", "blup", "mme", "design", "results", "inference", "exercises"]:
+        assert f".. automodule:: teachlmm.{module}" in text
+
+
+def test_api_docstring_checker_tells_valid_rest_from_plain_text():
+    pytest.importorskip("sphinx", reason="the book's extra (pip install -e '.[book]') is not installed")
+    spec = importlib.util.spec_from_file_location("api_docstrings", BOOK / "_ext" / "api_docstrings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.rest_errors("E-step\n    b_j = M_j^-1 r_j,\n    ML:   Var(b_j) = sigma2 M_j^-1\n          (the REML one is wider)\n")
+    assert module.rest_errors("the determinant |M~_j| of M_j")
+    assert module.rest_errors("Text.\n\n.. math::\n\n    V_j = Z_j G Z_j' + \\sigma^2 I\n\nSee :func:`f`.\n") == []
+    import teachlmm.exercises
+    assert module.rest_errors(teachlmm.exercises.__doc__) == []
+
+
+def test_layout_for_a_1280_px_window():
+    """One search box, no download button, wrapped long output (book/_static/teachlmm.css)."""
+    cfg = (BOOK / "_config.yml").read_text()
+    assert re.search(r"html_theme_options:[^\n]*(?:\n {6}.*)*?\n {6}use_download_button: false", cfg), \
+        "jupyter-book 1.0 ignores html.use_download_button; the theme option must say false"
+    assert re.search(r"html_css_files:\s*\[teachlmm\.css\]", cfg)
+    css = (BOOK / "_static" / "teachlmm.css").read_text()
+    assert re.search(r"\.bd-header[^{]*\{\s*display:\s*none", css)             # the top bar's search box
+    assert "pre-wrap" in css
+
+
+def test_performance_page_reads_the_saved_results_without_internal_wording():
+    text = page("performance").read_text()
+    assert "results/latest.json" in text
+    assert not re.search(r"target|met\)|core issue", text, flags=re.I)
+    assert text.count("plt.show()") == 1                                      # one figure
+
+
+def test_exercises_page_says_how_to_get_u_j_and_the_reml_criterion():
+    text = page("exercises").read_text()
+    assert 'group_values("log_uranium")' in text
+    assert "-2 * tl.MixedModelResult(m4, G, sigma2, reml=True).loglik" in text
+    assert "solution(" in text

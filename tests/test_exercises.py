@@ -12,6 +12,14 @@ from teachlmm import exercises as ex
 from conftest import FORMULAS, as_array
 
 
+@pytest.fixture(autouse=True)
+def fresh_hints():
+    """Each test starts at the first rung of the hint ladder."""
+    ex.reset()
+    yield
+    ex.reset()
+
+
 def run(check, *args, **kwargs):
     """Call a check; return (result, printed text)."""
     out = io.StringIO()
@@ -116,9 +124,23 @@ def test_check_county_mean(radon):
     assert ok is False and "raw scale" in text
 
 
-def test_check_shrinkage_factor():
-    assert run(ex.check_shrinkage_factor, 0.412, n_j=4, sigma2_alpha=0.1, sigma2=0.57)[0] is True
-    ok, text = run(ex.check_shrinkage_factor, 0.588, n_j=4, sigma2_alpha=0.1, sigma2=0.57)
+def test_check_shrinkage_factor_wants_m0s_own_variance_components(lme4):
+    """Exercise 2: lambda_1 from M0's REML variance components (lme4's), not from invented ones."""
+    ref = lme4["M0_REML"]
+    s2a, s2 = ref["G"][0][0], ref["sigma2"]
+    lam = s2a / (s2a + s2 / 4)                                   # county 1 has 4 houses
+    assert run(ex.check_shrinkage_factor, lam)[0] is True
+    assert run(ex.check_shrinkage_factor, lam, n_j=4, sigma2_alpha=s2a, sigma2=s2)[0] is True
+    fit0 = tl.em.fit(tl.Model(ex.M0, tl.load_radon()))          # the learner's own fit passes too
+    assert run(ex.check_shrinkage_factor, fit0.G[0, 0] / (fit0.G[0, 0] + fit0.sigma2 / 4), n_j=4,
+               sigma2_alpha=fit0.G[0, 0], sigma2=fit0.sigma2)[0] is True
+    invented = 0.1 / (0.1 + 0.57 / 4)                           # the formula right, the variances made up
+    ok, text = run(ex.check_shrinkage_factor, invented, n_j=4, sigma2_alpha=0.1, sigma2=0.57)
+    assert ok is False and "not M0's" in text
+    assert run(ex.check_shrinkage_factor, invented)[0] is False
+    ok, text = run(ex.check_shrinkage_factor, lam, n_j=5, sigma2_alpha=s2a, sigma2=s2)
+    assert ok is False and "number of houses" in text
+    ok, text = run(ex.check_shrinkage_factor, 1 - lam)
     assert ok is False and "1 - lambda_j" in text
 
 
@@ -232,8 +254,10 @@ def test_bad_input_says_what_to_do():
         ex.check_icc(0.1, formula=FORMULAS["M3"])
     with pytest.raises(tl.TeachLMMError, match="2 x 2"):
         ex.check_reml_criterion(2000.0, [[0.1]], 0.5)
-    with pytest.raises(tl.TeachLMMError):
-        ex.check_shrinkage_factor(0.5, n_j=0, sigma2_alpha=0.1, sigma2=0.5)
+    with pytest.raises(tl.TeachLMMError, match="counties are numbered"):
+        ex.check_shrinkage_factor(0.5, county=86)
+    with pytest.raises(tl.TeachLMMError, match="numbered 1..13"):
+        ex.solution(14)
 
 
 def test_every_check_returns_a_bool_and_is_used_in_the_book():
@@ -243,3 +267,102 @@ def test_every_check_returns_a_bool_and_is_used_in_the_book():
     assert len(checks) >= 8
     for name in checks:
         assert f"tl.exercises.{name}(" in book, f"{name} has no exercise in book/exercises.md"
+
+
+# ----------------------------------------------------------------------------
+# hints never give the answer away; solution(n) does, on request
+# ----------------------------------------------------------------------------
+
+def _wrong_calls(radon, lme4):
+    """(check, args, kwargs, expected) with a wrong answer for every check; expected as the check computes it."""
+    m3 = lme4["M3_REML"]
+    G3 = as_array(m3["G"])
+    default = lme4["M4_REML"]["default_fit"]
+    x = np.random.default_rng(3).normal(size=(4, 200))
+    model = tl.Model(FORMULAS["M3"], radon)
+    s0 = tl.em.init(model)
+    G1, s1 = ex.dense_em_step(model, s0.G, s0.sigma2)
+    _, b = ex.dense_gls_blup(model, G3, m3["sigma2"])
+    own2 = [float(y) for y, c in zip(radon["log_radon"], radon["county"]) if c == 2]
+    g1, e1 = lme4["M1_REML"]["G"][0][0], lme4["M1_REML"]["sigma2"]
+    m0 = lme4["M0_REML"]
+    lam = m0["G"][0][0] / (m0["G"][0][0] + m0["sigma2"] / 4)
+    ref4 = lme4["lecture_alpha_beta_M4"]
+    return [
+        (ex.check_county_mean, (0.5,), {"county": 2}, [np.mean(own2)]),
+        (ex.check_shrinkage_factor, (0.9,), {}, [lam]),
+        (ex.check_partial_pooling, (0.5,), {"county": 1}, [m0["coef"][row(m0, 1)][0]]),
+        (ex.check_icc, (0.5,), {}, [g1 / (g1 + e1)]),
+        (ex.check_county2_line, (0.5, 0.5), {}, m3["coef"][row(m3, 2)]),
+        (ex.check_composite_variance, (2.0,), {"x": 1}, [np.array([1, 1]) @ G3 @ np.array([1, 1]) + m3["sigma2"]]),
+        (ex.check_alpha_beta, (np.zeros(85), np.zeros(85)), {}, list(ref4["alpha"][:4]) + list(ref4["beta"][:4])),
+        (ex.check_reml_criterion, (2000.0, default["G"], default["sigma2"]), {}, [default["REMLcrit"]]),
+        (ex.check_em_step, (s0.G, s0.sigma2, s0.G, s0.sigma2), {}, list(G1.ravel()) + [s1]),
+        (ex.check_split_rhat, (2.0, x), {}, [ex.split_rhat(x)]),
+        (ex.check_blup, (np.zeros_like(b), G3, m3["sigma2"]), {}, b.ravel()[:4]),
+        (ex.check_alpha_rmse, (0.9,), {"seed": 21}, None),
+    ]
+
+
+def _spellings(value):
+    """The ways a number could be printed: 2, 3 and 4 decimals (and 2 for large values like a criterion)."""
+    return {f"{value:.{d}f}" for d in (3, 4)} | ({f"{value:.2f}"} if abs(value) > 100 else set())
+
+
+def test_a_wrong_answer_never_prints_the_expected_value(radon, lme4):
+    calls = _wrong_calls(radon, lme4)
+    assert {c[0].__name__ for c in calls} == {n for n in ex.__all__ if n.startswith("check_")}
+    for check, args, kwargs, expected in calls:
+        texts = [run(check, *args, **kwargs) for _ in range(3)]          # first hint, then stronger ones
+        assert all(ok is False for ok, _ in texts), check.__name__
+        first, second = texts[0][1], texts[1][1]
+        assert "Hint:" in first and "Stronger hint:" not in first, check.__name__
+        assert "Stronger hint:" in second, check.__name__
+        if expected is None:          # the simulated RMSE: take the value from solution(13)
+            expected = [float(_solution_text(13).split("=")[-2].split()[0])]
+        for text in (first, second):
+            for value in expected:
+                for shown in _spellings(float(value)):
+                    assert shown not in text.replace(f"you said {args[0]}", ""), (check.__name__, shown, text)
+
+
+def _solution_text(n):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ex.solution(n)
+    return out.getvalue()
+
+
+def test_solution_reveals_the_value_on_request(lme4):
+    g1, e1 = lme4["M1_REML"]["G"][0][0], lme4["M1_REML"]["sigma2"]
+    assert f"{g1 / (g1 + e1):.4f}" in _solution_text(4)
+    m3 = lme4["M3_REML"]
+    a, b = m3["coef"][row(m3, 2)]
+    assert f"{a:.4f}" in _solution_text(6) and f"{b:.4f}" in _solution_text(6)
+    default = lme4["M4_REML"]["default_fit"]
+    shown = float(_solution_text(9).split("default point = ")[1].split()[0])
+    assert shown == pytest.approx(default["REMLcrit"], abs=1e-3)
+    assert "group_values('log_uranium')" in _solution_text(8)
+    for n in range(1, 14):
+        assert _solution_text(n).startswith(f"Exercise {n}:")
+
+
+def test_a_correct_answer_after_wrong_ones_resets_the_ladder():
+    assert run(ex.check_icc, 0.5)[0] is False
+    assert run(ex.check_icc, 0.1587)[0] is True
+    assert "Stronger hint" not in run(ex.check_icc, 0.5)[1]          # back to the first hint
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ex.check_icc("0.16"),
+    lambda: ex.check_county_mean("0.8", county=2),
+    lambda: ex.check_shrinkage_factor(0.4, sigma2_alpha="0.1"),
+    lambda: ex.check_county2_line("0.93", -0.77),
+    lambda: ex.check_alpha_beta(["a"] * 85, np.zeros(85)),
+    lambda: ex.check_reml_criterion("2132.24", [[0.0, 0.0], [0.0, 0.139213]], 0.573513),
+    lambda: ex.check_split_rhat(None, np.zeros((4, 10))),
+])
+def test_a_string_where_a_number_is_expected_gets_a_clear_error(call):
+    with pytest.raises(ex.AnswerError, match="number|text") as err:
+        call()
+    assert isinstance(err.value, tl.TeachLMMError)
