@@ -41,14 +41,10 @@ def simulate(*args, **kwargs):
 
     ``tl.simulate`` read like lme4's ``simulate()``, which draws new responses
     from a *fit*: that is ``fit.simulate``. New data from scratch is ``tl.simulate_data``.
-
-    The DeprecationWarning is attributed to teachlmm itself (``stacklevel=1``), so
-    Python shows it under pytest and ``-W default`` but not in a notebook cell,
-    whose stderr would fail the book's build while its pages still use the old name.
     """
     warnings.warn("tl.simulate is renamed tl.simulate_data (new data with a known truth); fit.simulate "
                   "draws responses from a fit. The old name goes in the next release.",
-                  DeprecationWarning, stacklevel=1)
+                  DeprecationWarning, stacklevel=2)
     return simulate_data(*args, **kwargs)
 
 

@@ -217,7 +217,7 @@ def simulate(n_groups=85, mean_size=11, gamma=(1.47, -0.67, 0.81, -0.42),
     Examples
     --------
     >>> import teachlmm as tl
-    >>> data, truth = tl.simulate(n_groups=30, seed=1)
+    >>> data, truth = tl.simulate_data(n_groups=30, seed=1)
     >>> truth["formula"]
     'y ~ 1 + x + u + x:u + (1 + x | group)'
     >>> len(truth["alpha"])

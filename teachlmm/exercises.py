@@ -831,7 +831,7 @@ def check_blup(b, G, sigma2, formula=M3, data=None, tol=1e-5):
 def check_alpha_rmse(answer, seed, n_groups=85, tol=5e-4):
     """Exercise 13 (simulated truth): the RMSE of M4's partial-pooling alpha_j against the true alpha_j.
 
-    Simulate with ``tl.simulate(n_groups=n_groups, seed=seed)``, fit
+    Simulate with ``tl.simulate_data(n_groups=n_groups, seed=seed)``, fit
     ``truth["formula"]`` by REML, compute alpha_j = coef[:, 0] + coef[:, 2] u_j, and
     answer sqrt(mean((alpha_hat_j - alpha_j)^2)) against ``truth["alpha"]``.
 
@@ -847,7 +847,7 @@ def check_alpha_rmse(answer, seed, n_groups=85, tol=5e-4):
     expected = _alpha_rmse(seed, n_groups)
     hint = ("alpha_hat_j = coef[:, 0] + coef[:, 2] * u_j (u_j: truth['u']); "
             "RMSE = sqrt(mean((alpha_hat - truth['alpha'])**2)).")
-    stronger = (f"sim, truth = tl.simulate(n_groups={n_groups}, seed={seed}); "
+    stronger = (f"sim, truth = tl.simulate_data(n_groups={n_groups}, seed={seed}); "
                 "fit = tl.em.fit(tl.Model(truth['formula'], sim)) (REML, the default); then the hint's two lines.")
     return _verdict(abs(answer - expected) <= tol, "the RMSE of alpha_hat_j", expected, answer, hint,
                     stronger, ("alpha_rmse", seed, n_groups))

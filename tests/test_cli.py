@@ -28,7 +28,7 @@ def test_python_dash_m_runs():
 
 
 def test_fit_command_on_a_csv(tmp_path, capsys):
-    data, _ = tl.simulate(n_groups=20, seed=2)
+    data, _ = tl.simulate_data(n_groups=20, seed=2)
     path = tmp_path / "sim.csv"
     cols = ["y", "x", "u", "group"]
     rows = np.column_stack([data[c] for c in cols])

@@ -51,9 +51,9 @@ def test_read_csv_ragged_is_an_error(tmp_path):
 
 
 def test_simulate_reproducible_and_consistent():
-    d1, t1 = tl.simulate(n_groups=20, seed=5)
-    d2, t2 = tl.simulate(n_groups=20, seed=5)
-    d3, _ = tl.simulate(n_groups=20, seed=6)
+    d1, t1 = tl.simulate_data(n_groups=20, seed=5)
+    d2, t2 = tl.simulate_data(n_groups=20, seed=5)
+    d3, _ = tl.simulate_data(n_groups=20, seed=6)
     np.testing.assert_array_equal(d1["y"], d2["y"])
     assert not np.array_equal(d1["y"], d3["y"])
     g = d1["group"].astype(int) - 1
@@ -65,7 +65,7 @@ def test_simulate_reproducible_and_consistent():
 def test_simulate_recovers_truth_on_average():
     """A big simulated data set: EM's estimates land near the truth (known-truth check)."""
     G = [[0.04, 0.01], [0.01, 0.09]]
-    data, truth = tl.simulate(n_groups=400, mean_size=15, G=G, sigma2=0.5, seed=11)
+    data, truth = tl.simulate_data(n_groups=400, mean_size=15, G=G, sigma2=0.5, seed=11)
     fit = tl.em.fit(tl.Model(truth["formula"], data))
     for name, value in truth["fixef"].items():
         assert abs(fit.fixef[name] - value) < 4 * fit.fixef_se[name]
@@ -75,6 +75,6 @@ def test_simulate_recovers_truth_on_average():
 
 def test_simulate_rejects_bad_parameters():
     with pytest.raises(tl.DataError, match="positive semi-definite"):
-        tl.simulate(G=[[1, 2], [2, 1]])
+        tl.simulate_data(G=[[1, 2], [2, 1]])
     with pytest.raises(tl.DataError, match="sigma2"):
-        tl.simulate(sigma2=-1)
+        tl.simulate_data(sigma2=-1)

@@ -160,7 +160,7 @@ def test_check_icc(lme4):
 
 def test_check_icc_on_simulated_data_agrees_with_em():
     formula = "y ~ 1 + x + u + x:u + (1 | group)"
-    sim, _ = tl.simulate(G=[[0.1, 0.0], [0.0, 0.0]], sigma2=0.56, seed=11)
+    sim, _ = tl.simulate_data(G=[[0.1, 0.0], [0.0, 0.0]], sigma2=0.56, seed=11)
     est = tl.em.fit(tl.Model(formula, sim)).icc
     assert run(ex.check_icc, est, formula=formula, data=sim, tol=1e-6)[0] is True
 
@@ -217,7 +217,7 @@ def test_check_em_step(radon):
 
 
 def test_check_em_step_on_simulated_data():
-    sim, truth = tl.simulate(n_groups=40, seed=5)
+    sim, truth = tl.simulate_data(n_groups=40, seed=5)
     model = tl.Model(truth["formula"], sim)
     s0 = tl.em.init(model, reml=False)
     s1 = tl.em.step(s0)
@@ -239,7 +239,7 @@ def test_check_blup(radon, lme4):
 
 
 def test_check_alpha_rmse():
-    sim, truth = tl.simulate(seed=21)
+    sim, truth = tl.simulate_data(seed=21)
     fit = tl.em.fit(tl.Model(truth["formula"], sim))
     alpha = fit.coef[:, 0] + fit.coef[:, 2] * truth["u"]
     rmse = float(np.sqrt(np.mean((alpha - truth["alpha"]) ** 2)))
