@@ -142,6 +142,11 @@ def _open(path, encoding):
         f = open(path, newline="", encoding=enc)
     except LookupError:
         raise DataError(f"unknown encoding {encoding!r}; use e.g. 'utf-8' or 'latin-1'") from None
+    except FileNotFoundError:
+        raise DataError(f"there is no file {str(path)!r}; check the path (relative paths start at "
+                        "the current folder)") from None
+    except IsADirectoryError:
+        raise DataError(f"{str(path)!r} is a folder, not a file; give the CSV file's path") from None
     return f
 
 
