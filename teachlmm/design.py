@@ -13,6 +13,7 @@ cross-products, computed once here (a J-stack of small matrices)::
 After that an EM iteration, a Gibbs sweep or a log-likelihood costs
 O(J (p+q)^3), whatever the number of rows n. No n x n matrix is ever built.
 """
+import copy
 import difflib
 import warnings
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ import numpy as np
 import scipy.linalg
 
 from .coding import Categorical, Numeric, as_column, evaluate, learn, subset
-from .errors import DataError, DesignError, IdentifiabilityWarning, MissingValuesWarning, TeachLMMError
+from .errors import (ConditioningWarning, DataError, DesignError, IdentifiabilityWarning, MissingValuesWarning,
+                     TeachLMMError)
 from .formula import columns_of, parse_formula
 
-__all__ = ["Model", "GroupStats"]
+__all__ = ["Model", "GroupStats", "Centring"]
 
 
 # ----------------------------------------------------------------------------
@@ -293,6 +295,87 @@ def _check_blocks(G, model):
 
 
 # ----------------------------------------------------------------------------
+# numerical conditioning: the centred copy of a model and the change of basis
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Centring:
+    """The exact change of basis between a model and its centred copy (:meth:`Model.centred`).
+
+    With an intercept, subtracting constants changes nothing in the model,
+    only the coordinates in which it is written::
+
+        y_c = y - c_y           X_c = X S_x,  S_x = I - e_0 m_x'    (column k minus its mean m_k)
+                                Z_c = Z S_z,  S_z = I - e_0 m_z'    (within a block that has an intercept)
+
+    The centred model's estimates map back exactly (S is unit triangular,
+    det S = 1, so the ML and REML likelihoods are the same numbers)::
+
+        beta = S_x (beta_c + c_y e_0)    b_j = S_z b_cj    G = S_z G_c S_z'    Var(beta) = S_x V_c S_x'
+
+    Why: y'y of y + 1e10 is about n 1e20, and the residual sum of squares
+    (about n) is what is left after cancelling such numbers: float64 keeps 16
+    digits, so nothing is left. The centred cross-products hold only the
+    spread, so the fit of y + c equals the fit of y for any c (G as the change
+    of basis G00 + 2c G01 + c^2 G11, G01 + c G11, G11 for a random slope on x + c).
+
+    Attributes
+    ----------
+    y_shift : float, c_y.   Sx : (p, p) S_x.   Sz : (q, q) S_z.
+    """
+
+    y_shift: float
+    Sx: np.ndarray
+    Sz: np.ndarray
+
+    def beta(self, beta_c):
+        """beta = S_x (beta_c + c_y e_0)."""
+        beta_c = np.array(beta_c, dtype=float)
+        if beta_c.size:
+            beta_c[..., 0] += self.y_shift
+        return beta_c @ self.Sx.T
+
+    def G(self, G_c):
+        """G = S_z G_c S_z'."""
+        return self.Sz @ G_c @ self.Sz.T
+
+    def G_centred(self, G):
+        """G_c = S_z^-1 G S_z^-T (start values given in the original basis)."""
+        Sinv = np.linalg.inv(self.Sz)
+        return Sinv @ G @ Sinv.T
+
+    def b(self, b_c):
+        """b_j = S_z b_cj for every group (rows of b_c)."""
+        return b_c @ self.Sz.T
+
+    def vcov(self, V_c):
+        """Var(beta) = S_x V_c S_x'."""
+        return self.Sx @ V_c @ self.Sx.T
+
+
+def _shift_matrix(means, intercept, size):
+    """S = I - e_0 m' (row ``intercept`` holds -m), or the identity when there is no intercept."""
+    S = np.eye(size)
+    if intercept is not None:
+        S[intercept, :] -= means
+        S[intercept, intercept] = 1.0
+    return S
+
+
+def _ill_conditioned(values, name, limit=1e4):
+    """A warning when a column's mean dwarfs its spread (its squares lose 2 log10(|mean| / sd) digits)."""
+    if values is None or values.size < 2:
+        return
+    mean, sd = float(np.mean(values)), float(np.std(values))
+    if sd > 0 and abs(mean) > limit * sd:
+        digits = 2 * np.log10(abs(mean) / sd)
+        warnings.warn(f"column {name!r} has a mean ({mean:.6g}) about {abs(mean) / sd:.0e} times its standard "
+                      f"deviation: its cross-products lose about {digits:.0f} of float64's 16 digits, and the fit may "
+                      f"be inaccurate. Fit model.centred() (exact; see Model.centred) or subtract a constant, e.g. "
+                      f"I({name} - {mean:.3g})", ConditioningWarning, stacklevel=4)
+
+
+# ----------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------
 
@@ -355,6 +438,7 @@ class Model:
         self._check_response(self.y.min(), self.y.max())
         self._check_estimable()
         self.stats = GroupStats.from_arrays(self.X, self.Z, self.y, self.codes, self.J)
+        self._check_conditioning()
 
     @classmethod
     def from_chunks(cls, formula, chunks, missing="drop"):
@@ -625,8 +709,10 @@ class Model:
             R, piv = scipy.linalg.qr(XtX / np.outer(scale, scale), mode="r", pivoting=True)
             d = np.abs(np.diag(R))
             rank = int(np.sum(d > d[0] * 1e-14 * self.p))
-        else:
-            R, piv = scipy.linalg.qr(self.X / scale, mode="r", pivoting=True)
+        else:                                  # centred: x + 1e8 is as well determined as x
+            Xc = self.X @ self.centring.Sx
+            norm = np.sqrt((Xc ** 2).sum(axis=0))
+            R, piv = scipy.linalg.qr(Xc / np.where(norm > 0, norm, 1.0), mode="r", pivoting=True)
             d = np.abs(np.diag(R))
             rank = int(np.sum(d > d[0] * 1e-9 * max(self.X.shape)))
         if rank < self.p:
@@ -636,6 +722,15 @@ class Model:
                               "the redundant term(s) from the formula (a variable constant within the data "
                               "duplicates the intercept; a full set of dummies does too).")
 
+    def _check_conditioning(self):
+        """Warn when a large offset in y or in a column of X will cost the raw cross-products their digits."""
+        if "(Intercept)" not in self.fixef_names:
+            return
+        _ill_conditioned(self.y, self.formula.response)
+        for k, name in enumerate(self.fixef_names):
+            if name != "(Intercept)":
+                _ill_conditioned(self.X[:, k], name)
+
     def _check_random_rank(self):
         """Z's columns must be linearly independent (over all rows), as X's."""
         ZtZ = self.stats.ZtZ.sum(0) if self.X is None else None
@@ -643,7 +738,12 @@ class Model:
         if np.any(scale == 0):
             bad = [self.ranef_names[k] for k in np.flatnonzero(scale == 0)]
             raise DesignError(f"random-effect column(s) {bad} are all zero; remove them from the random term")
-        M = ZtZ / np.outer(scale, scale) if self.Z is None else self.Z / scale
+        if self.Z is None:
+            M = ZtZ / np.outer(scale, scale)
+        else:
+            Zc = self.Z @ self.centring.Sz
+            norm = np.sqrt((Zc ** 2).sum(axis=0))
+            M = Zc / np.where(norm > 0, norm, 1.0)
         R, piv = scipy.linalg.qr(M, mode="r", pivoting=True)
         d = np.abs(np.diag(R))
         tol = d[0] * (1e-14 * self.q if self.Z is None else 1e-9 * max(self.Z.shape))
@@ -681,6 +781,65 @@ class Model:
         level[self.X[:, cols].max(axis=1) == 0] = 0
         pairs = np.unique(level * (self.J + 1) + self.codes)
         return pairs.size == np.unique(level).size and k >= 0
+
+    # -- conditioning ------------------------------------------------------------
+    def centred(self):
+        """The same model in centred coordinates, and the exact map back: ``(model_c, centring)``.
+
+        ``model_c`` fits like any model (``tl.em.fit(model_c)``, ``tl.gibbs``);
+        its estimates are in the centred basis, and ``centring`` (a
+        :class:`Centring`) maps them back: ``centring.beta(fit_c.beta)``,
+        ``centring.G(fit_c.G)``, ``centring.b(fit_c.ranef)``,
+        ``centring.vcov(fit_c.vcov)``; sigma2 and the log-likelihood are the
+        same. Use it when a column's mean is large against its spread (a
+        timestamp, UTM coordinates, y + 1e9): the centred cross-products keep
+        every digit that the raw ones lose.
+
+        Needs the rows (a model built from chunks keeps only the raw
+        cross-products).
+
+        Examples
+        --------
+        >>> import numpy as np, teachlmm as tl
+        >>> d = tl.load_radon()
+        >>> m = tl.Model("log_radon ~ floor + (1 + floor | county)", dict(d, floor=d["floor"] + 1e8))
+        >>> mc, centring = m.centred()
+        >>> fit_c = tl.em.fit(mc)
+        >>> G = centring.G(fit_c.G)           # the G of floor + 1e8: G00 + 2c G01 + c^2 G11, ...
+        >>> bool(np.isclose(G[1, 1], tl.em.fit(tl.Model("log_radon ~ floor + (1 + floor | county)", d)).G[1, 1]))
+        True
+        """
+        if self.X is None:
+            raise DataError("model.centred() needs the rows, but this model was built from chunks and keeps only "
+                            "the cross-products; subtract a constant from the large column while reading instead")
+        return self._centred_copy(), self.centring
+
+    @property
+    def centring(self):
+        """The :class:`Centring` of this model's data (column means of X, Z; the mean of y)."""
+        cache = self.__dict__.get("_centring")
+        if cache is None:
+            icpt = self.fixef_names.index("(Intercept)") if "(Intercept)" in self.fixef_names else None
+            mx = self.X.mean(axis=0) if icpt is not None else np.zeros(self.p)
+            Sx = _shift_matrix(mx, icpt, self.p)
+            Sz = np.eye(self.q)
+            for blk in self.blocks:                     # centre a slope only together with its block's intercept
+                names = [self.ranef_names[k] for k in blk]
+                if "(Intercept)" in names and len(blk) > 1:
+                    i0 = blk[names.index("(Intercept)")]
+                    Sz[i0, blk] -= self.Z[:, blk].mean(axis=0)
+                    Sz[i0, i0] = 1.0
+            y_shift = float(self.y.mean()) if icpt is not None else 0.0
+            cache = self.__dict__["_centring"] = Centring(y_shift, Sx, Sz)
+        return cache
+
+    def _centred_copy(self):
+        c = self.centring
+        new = copy.copy(self)
+        new.__dict__.pop("_centring", None)
+        new.X, new.Z, new.y = self.X @ c.Sx, self.Z @ c.Sz, self.y - c.y_shift
+        new.stats = GroupStats.from_arrays(new.X, new.Z, new.y, self.codes, self.J)
+        return new
 
     # -- variance components ---------------------------------------------------
     def check_variance_components(self, G, sigma2, tol=1e-8):

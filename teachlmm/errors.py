@@ -41,3 +41,7 @@ class MissingValuesWarning(UserWarning):
 
 class IdentifiabilityWarning(UserWarning):
     """A part of the model cannot be estimated from this design (e.g. the grouping factor as fixed dummies)."""
+
+
+class ConditioningWarning(UserWarning):
+    """A column's mean is so large against its spread that float64 cross-products lose many digits."""
