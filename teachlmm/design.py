@@ -22,7 +22,7 @@ from functools import cached_property
 import numpy as np
 import scipy.linalg
 
-from .coding import Categorical, Numeric, as_column, evaluate, learn, subset
+from .coding import Categorical, Numeric, as_column, evaluate, learn, r_label, subset
 from .errors import (ConditioningWarning, DataError, DesignError, IdentifiabilityWarning, MissingValuesWarning,
                      TeachLMMError)
 from .formula import columns_of, parse_formula
@@ -375,6 +375,34 @@ def _ill_conditioned(values, name, limit=1e4):
                       f"I({name} - {mean:.3g})", ConditioningWarning, stacklevel=4)
 
 
+def _rank_check(M, S, gram, names):
+    """("zero", names) for all-zero columns, ("rank", names) for columns beyond the numerical rank, or None.
+
+    The Gram matrix of the centred columns M S (or, without rows, the raw
+    cross-products ``gram``), scaled to unit diagonal, by pivoted QR: a
+    column whose pivot is below ``tol`` times the first is a combination of
+    the others. The Gram squares the condition number, so the tolerance is
+    the square of a QR-of-M tolerance (1e-9 n), and never below rounding
+    (1e-14 p). Centring first means that x + 1e8 is judged as x is.
+    """
+    p = len(names)
+    raw = np.diag(gram) if M is None else np.einsum("ij,ij->j", M, M)
+    if np.any(raw == 0):
+        return "zero", [names[k] for k in np.flatnonzero(raw == 0)]
+    if M is not None:
+        Mc = M @ S
+        gram, n = Mc.T @ Mc, M.shape[0]
+    else:
+        n = None
+    scale = np.sqrt(np.diag(gram))
+    scale = np.where(scale > 0, scale, 1.0)
+    R, piv = scipy.linalg.qr(gram / np.outer(scale, scale), mode="r", pivoting=True)
+    d = np.abs(np.diag(R))
+    tol = 1e-14 * p if n is None else max((1e-9 * max(n, p)) ** 2, 1e-14 * p)
+    rank = int(np.sum(d > d[0] * tol))
+    return ("rank", [names[k] for k in piv[rank:]]) if rank < p else None
+
+
 # ----------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------
@@ -491,9 +519,8 @@ class Model:
                 start += d.size + _nrows(cols)
                 dropped.append(d)
                 yield cols, dropped
-        first_dropped = None
-        self._learn_coding(cols for cols, first_dropped in pieces())    # pass 1: levels, groups, scale
-        stats, lo, hi, n_seen = None, np.inf, -np.inf, 0
+        self._learn_coding(cols for cols, _ in pieces())                # pass 1: levels, groups, scale
+        stats, lo, hi, dropped = None, np.inf, -np.inf, []
         for cols, dropped in pieces():                                # pass 2: statistics
             if not _nrows(cols):
                 continue
@@ -501,7 +528,7 @@ class Model:
             lo, hi = min(lo, y.min()), max(hi, y.max())
             part = GroupStats.from_arrays(X, Z, y, codes, self.J)
             stats = part if stats is None else stats + part
-        self._set_dropped(np.concatenate(dropped) if first_dropped is not None else np.zeros(0, int), None)
+        self._set_dropped(np.concatenate(dropped) if dropped else np.zeros(0, int), None)
         if stats is None:
             raise DataError("the chunks held no rows" + (" left after dropping missing values" if self.n_dropped
                                                          else "") + "; give data with at least a few rows per group")
@@ -580,7 +607,9 @@ class Model:
             if not _nrows(cols):
                 continue
             keys, order = _group_keys(cols[self.group_name])
-            groups.append(np.unique(keys))
+            uniq_keys, inverse = np.unique(keys, return_inverse=True)
+            groups.append(uniq_keys)
+            self._codes_cache = (cols[self.group_name], inverse)       # one np.unique gives the codes too
             state = {}
             for text, expr in self._exprs.items():
                 learn(expr, text, cols, state)
@@ -658,11 +687,15 @@ class Model:
 
     def _codes(self, group_col):
         """Index 0..J-1 of each row's group in ``self.groups`` (-1 for a group not in the fitted data)."""
+        cached, inverse = self.__dict__.pop("_codes_cache", (None, None))
+        if cached is group_col and len(self._group_sorted) == inverse.max(initial=-1) + 1:
+            return inverse if self._group_rank is None else self._group_rank[inverse]
         keys, _ = _group_keys(group_col)
         if self._group_is_numeric != isinstance(group_col, Numeric):
-            keys = keys.astype(str) if self._group_is_numeric is False else None
-            if keys is None:
+            if self._group_is_numeric:
                 return np.full(group_col.missing.size, -1)
+            uniq, inv = np.unique(keys, return_inverse=True)           # numbers matched as R prints them
+            keys = np.array([r_label(v) for v in uniq], dtype=str)[inv]
         ref = self._group_sorted
         pos = np.clip(np.searchsorted(ref, keys), 0, ref.size - 1)
         found = ref[pos] == keys
@@ -698,26 +731,13 @@ class Model:
 
 
     def _check_rank(self):
-        """Pivoted QR of X (or of X'X when only the statistics are kept): columns beyond the
-        numerical rank are combinations of the others."""
-        XtX = self.stats.XtX.sum(0) if self.X is None else None
-        scale = np.sqrt(np.diag(XtX) if self.X is None else (self.X ** 2).sum(axis=0))
-        if np.any(scale == 0):
-            bad = [self.fixef_names[k] for k in np.flatnonzero(scale == 0)]
-            raise DesignError(f"fixed-effect column(s) {bad} are all zero; remove them from the formula")
-        if self.X is None:                     # X'X squares the condition number: square the tolerance
-            R, piv = scipy.linalg.qr(XtX / np.outer(scale, scale), mode="r", pivoting=True)
-            d = np.abs(np.diag(R))
-            rank = int(np.sum(d > d[0] * 1e-14 * self.p))
-        else:                                  # centred: x + 1e8 is as well determined as x
-            Xc = self.X @ self.centring.Sx
-            norm = np.sqrt((Xc ** 2).sum(axis=0))
-            R, piv = scipy.linalg.qr(Xc / np.where(norm > 0, norm, 1.0), mode="r", pivoting=True)
-            d = np.abs(np.diag(R))
-            rank = int(np.sum(d > d[0] * 1e-9 * max(self.X.shape)))
-        if rank < self.p:
-            bad = [self.fixef_names[k] for k in piv[rank:]]
-            raise DesignError(f"the fixed-effects design is rank deficient: {bad} can be written as a "
+        """Columns of X beyond its numerical rank are combinations of the others (see :func:`_rank_check`)."""
+        bad = _rank_check(self.X, self.centring.Sx if self.X is not None else None,
+                          self.stats.XtX.sum(0) if self.X is None else None, self.fixef_names)
+        if bad and bad[0] == "zero":
+            raise DesignError(f"fixed-effect column(s) {bad[1]} are all zero; remove them from the formula")
+        if bad:
+            raise DesignError(f"the fixed-effects design is rank deficient: {bad[1]} can be written as a "
                               f"combination of the other columns ({', '.join(self.fixef_names)}). Remove "
                               "the redundant term(s) from the formula (a variable constant within the data "
                               "duplicates the intercept; a full set of dummies does too).")
@@ -733,24 +753,12 @@ class Model:
 
     def _check_random_rank(self):
         """Z's columns must be linearly independent (over all rows), as X's."""
-        ZtZ = self.stats.ZtZ.sum(0) if self.X is None else None
-        scale = np.sqrt(np.diag(ZtZ) if self.Z is None else (self.Z ** 2).sum(axis=0))
-        if np.any(scale == 0):
-            bad = [self.ranef_names[k] for k in np.flatnonzero(scale == 0)]
-            raise DesignError(f"random-effect column(s) {bad} are all zero; remove them from the random term")
-        if self.Z is None:
-            M = ZtZ / np.outer(scale, scale)
-        else:
-            Zc = self.Z @ self.centring.Sz
-            norm = np.sqrt((Zc ** 2).sum(axis=0))
-            M = Zc / np.where(norm > 0, norm, 1.0)
-        R, piv = scipy.linalg.qr(M, mode="r", pivoting=True)
-        d = np.abs(np.diag(R))
-        tol = d[0] * (1e-14 * self.q if self.Z is None else 1e-9 * max(self.Z.shape))
-        rank = int(np.sum(d > tol))
-        if rank < self.q:
-            bad = [self.ranef_names[k] for k in piv[rank:]]
-            raise DesignError(f"the random-effects design is rank deficient: {bad} can be written as a "
+        bad = _rank_check(self.Z, self.centring.Sz if self.Z is not None else None,
+                          self.stats.ZtZ.sum(0) if self.Z is None else None, self.ranef_names)
+        if bad and bad[0] == "zero":
+            raise DesignError(f"random-effect column(s) {bad[1]} are all zero; remove them from the random term")
+        if bad:
+            raise DesignError(f"the random-effects design is rank deficient: {bad[1]} can be written as a "
                               f"combination of the other random columns ({', '.join(self.ranef_names)}); remove "
                               "the redundant term(s) from the random part")
 

@@ -257,6 +257,21 @@ def case_predict_missing_predictor_is_nan():
     assert np.isnan(p[0]) and np.isfinite(p[1])
 
 
+def case_chunks_with_transforms_and_missing():
+    """scale() learnt from all chunks, factor levels first seen in a later chunk, missing rows dropped per chunk."""
+    d = dict(BASE, x=np.where(np.arange(96) == 40, np.nan, BASE["x"]))
+    f = "y ~ scale(x) + factor(s) + I(w^2) + (1 + x | g)"
+    pieces = [{k: v[i:i + 30] for k, v in d.items()} for i in range(0, 96, 30)]
+    pieces[0] = dict(pieces[0], s=np.full(30, "a"))
+    d["s"] = np.concatenate([p["s"] for p in pieces])
+    with pytest.warns(MissingValuesWarning):
+        chunked = tl.Model.from_chunks(f, pieces)
+    whole = tl.Model(f, d)
+    assert chunked.fixef_names == whole.fixef_names and chunked.dropped_rows.tolist() == [41]
+    for k in ("XtX", "XtZ", "ZtZ", "Xty", "Zty", "yty", "n"):
+        np.testing.assert_allclose(getattr(chunked.stats, k), getattr(whole.stats, k), rtol=1e-10, atol=1e-10)
+
+
 FITS = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 
 
