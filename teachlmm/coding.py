@@ -80,12 +80,23 @@ def _from_objects(values, name):
         return Numeric(out, missing)
     if kinds <= {"str"}:
         return Categorical(np.array(["" if m else v for v, m in zip(values, missing)], dtype=str), missing)
+    odd = sorted(kinds - {"num", "str", "bool"})
+    if odd:
+        if any(k in ("Timestamp", "datetime", "date", "Timedelta", "timedelta", "time", "datetime64") for k in odd):
+            raise _dates_error(name)
+        raise DataError(f"column {name!r} holds values of type {odd[0]} that teachlmm cannot use; convert the "
+                        "column to numbers (e.g. float) or to text (.astype(str)) before fitting")
     example = {k: next(v for v in present if (("num" if isinstance(v, (int, float, np.integer, np.floating))
                                                   and not isinstance(v, (bool, np.bool_)) else "str"
                                                   if isinstance(v, str) else "bool" if isinstance(v, (bool, np.bool_))
                                                   else type(v).__name__) == k)) for k in sorted(kinds)}
     raise DataError(f"column {name!r} mixes kinds of values ({', '.join(f'{k} such as {v!r}' for k, v in example.items())}); "
                     "make it all numbers (e.g. pd.to_numeric) or all text (.astype(str)) before fitting")
+
+
+def _dates_error(name):
+    return DataError(f"column {name!r} holds dates or times, which teachlmm does not code; make a number "
+                     "from it first (e.g. days since the start) or a text column for a factor")
 
 
 def _pandas_categorical(col, name):
@@ -110,6 +121,8 @@ def as_column(col, name):
         col = col.to_numpy()
     elif dtype is not None and hasattr(col, "to_numpy") and not isinstance(col, np.ndarray):
         kind = getattr(dtype, "kind", "O")
+        if kind in "Mm" or str(dtype).startswith(("datetime", "timedelta", "period")):
+            raise _dates_error(name)
         if kind in "iuf" and getattr(col, "hasnans", False) is False and "Int" not in str(dtype) \
                 and "Float" not in str(dtype):
             col = col.to_numpy()
@@ -133,8 +146,7 @@ def as_column(col, name):
     if kind in "US":
         return Categorical(arr.astype(str), np.zeros(arr.size, bool))
     if kind in "Mm":
-        raise DataError(f"column {name!r} holds dates or times, which teachlmm does not code; make a number "
-                        "from it first (e.g. days since the start) or a text column for a factor")
+        raise _dates_error(name)
     if kind == "O":
         return _from_objects(arr, name)
     raise DataError(f"column {name!r} has values of type {arr.dtype} that teachlmm cannot use; "

@@ -302,6 +302,10 @@ ERRORS = [
      tl.DataError, r"'x' mixes.*make it all numbers"),
     ("datetime column", _model("y ~ t + (1 | g)", dict(BASE, t=np.arange(96).astype("datetime64[D]"))),
      tl.DataError, r"'t' holds dates.*make a number"),
+    ("pandas datetime column", lambda: tl.Model("y ~ t + (1 | g)", pd.DataFrame(dict(
+        BASE, t=pd.date_range("2020-01-01", periods=96, tz="UTC")))), tl.DataError, r"'t' holds dates"),
+    ("Decimal objects", _model("y ~ d + (1 | g)", dict(BASE, d=np.array([__import__("decimal").Decimal(1)] * 96))),
+     tl.DataError, r"'d' holds values of type Decimal.*convert"),
     ("response on the right", _model("y ~ y + (1 | g)"), tl.DesignError, r"response 'y' also appears"),
     ("response inside I()", _model("y ~ I(y * 2) + (1 | g)"), tl.DesignError, r"response 'y' also appears"),
     ("response as group", _model("y ~ x + (1 | y)"), tl.DesignError, r"'y' is also the grouping"),
