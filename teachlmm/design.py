@@ -424,7 +424,14 @@ class Model:
     data : mapping
         Column name -> 1-D array (a dict of numpy arrays, or a DataFrame).
         String columns are categorical (treatment coding, first level as
-        reference, columns named like R's, e.g. ``county_nameANOKA``).
+        reference, columns named like R's, e.g. ``county_nameANOKA``); see
+        :mod:`teachlmm.coding` for pandas/polars columns, booleans and
+        Categoricals.
+    missing : {"drop", "error"}
+        ``"drop"`` (the default, lme4's ``na.omit``) leaves out the rows with a
+        missing value in a column the formula uses, with a
+        ``MissingValuesWarning`` giving the count; ``"error"`` stops with a
+        DataError naming the column and rows.
 
     Attributes
     ----------
@@ -436,13 +443,23 @@ class Model:
     G_mask : (q, q) array, 1 inside the blocks (where G may be non-zero), 0 elsewhere.
     stats : :class:`GroupStats`, the per-group cross-products.
     n, p, q, J : sizes.
+    n_dropped : rows left out for missing values.  dropped_rows : their numbers, counted from 1.
+    offset : (n,) the formula's ``offset(...)`` (None without one); ``y`` is the response minus it.
+
+    Warnings
+    --------
+    MissingValuesWarning (rows dropped), IdentifiabilityWarning (the grouping
+    factor also as fixed dummies), ConditioningWarning (a column whose mean
+    dwarfs its spread: see :meth:`centred`).
 
     Raises
     ------
     FormulaError, DataError, DesignError
-        For a malformed formula, a missing column (with close matches), missing
-        values, a rank-deficient X, a single group, or groups too small to
-        separate the random effects from the residual.
+        For a malformed formula or an unsupported function, a missing column
+        (with close matches), a column that cannot be coded, the response on
+        the right-hand side, a constant response, no rows, n - p <= 0, a
+        rank-deficient X or Z, a single group, or groups too small to separate
+        the random effects from the residual.
 
     Examples
     --------

@@ -292,13 +292,16 @@ class _Parser:
         """The interactions of one term from each list (a:b for a in the first, b in the second, ...)."""
         out = [()]
         for terms in lists:
+            if len(out) * len(terms) > MAX_TERMS:
+                self.too_many(len(out) * len(terms))
             out = [tuple(dict.fromkeys(a + t.factors)) for a in out for t in terms]
             self.count(len(out))
         return [Term(f) for f in out]
 
     def count(self, k):
+        """Bound the work of expanding products (the final term list is checked against MAX_TERMS)."""
         self.n_terms += k
-        if self.n_terms > MAX_TERMS:
+        if self.n_terms > 20 * MAX_TERMS:
             self.too_many(self.n_terms)
 
     def too_many(self, k):
@@ -542,6 +545,9 @@ def parse_formula(text):
     parser = _Parser(text)
     response, items = parser.formula()
     fixed = _collect(items, default_intercept=True)
+    if len(fixed) > MAX_TERMS + 1:
+        raise FormulaError(f"this formula expands to more than {MAX_TERMS} terms ({len(fixed) - 1}); write the "
+                           f"terms you need instead of a product of many variables: {text[:80]!r}")
     offsets = tuple(dict.fromkeys(t.factors[0] for t in fixed if len(t.factors) == 1
                                   and parser.exprs[t.factors[0]][:2] == ("call", "offset")))
     for t in fixed:
