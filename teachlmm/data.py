@@ -40,7 +40,10 @@ uses, as lme4 does.
 """
 import csv
 import io
+import os
 import re
+import warnings
+from itertools import islice
 from importlib import resources
 
 import numpy as np
@@ -67,6 +70,15 @@ class _Kind:
 
     def update(self, fields, dec):
         """Look at one block of a column's fields (strings)."""
+        numbers = _fast_float(fields, dec)
+        if numbers is not None:                     # the common case: every field a plain number
+            if np.isnan(numbers).all() and not _has_values(np.asarray(fields, dtype=str)):
+                return
+            self.any_value, self.logical = True, False
+            big = np.flatnonzero(np.abs(numbers) >= 1e15)    # only these can be ids of more than 15 digits
+            if not self.long_ids and big.size:
+                self.long_ids = any(_LONG_INTEGER.match(fields[k]) for k in big.tolist())
+            return
         values = np.asarray(fields, dtype=str)
         stripped = np.char.strip(values)
         present = stripped[(stripped != "NA") & (stripped != "")]
@@ -91,6 +103,35 @@ class _Kind:
         return "numeric" if self.numeric and not self.long_ids else "text"
 
 
+def _has_values(values):
+    stripped = np.char.strip(values)
+    return bool(np.any((stripped != "NA") & (stripped != "")))
+
+
+def _fast_float(fields, dec):
+    """The fields as floats if each is a plain number, NA or empty; else None.
+
+    Python's ``float`` accepts what R's reader does for ordinary numbers
+    (spaces around, Inf, NaN, exponents) plus underscores (``1_000``) and
+    non-ASCII digits, which R reads as text: those, hexadecimal numbers and
+    anything else go the slow, exact way (:func:`_all_numbers`).
+    """
+    fields = fields.tolist() if isinstance(fields, np.ndarray) else list(fields)
+    text = "".join(fields)
+    if "_" in text or not text.isascii() or (dec != "." and "." in text):
+        return None
+    if dec != ".":
+        fields = [v.replace(dec, ".") for v in fields]
+    try:
+        return np.array(list(map(float, fields)), dtype=float)
+    except ValueError:
+        pass
+    try:
+        return np.array([float("nan") if v in ("NA", "") else float(v) for v in fields], dtype=float)
+    except ValueError:
+        return None
+
+
 def _all_numbers(uniq, dec):
     """Is every distinct field a number in R's grammar?"""
     if dec != ".":
@@ -102,6 +143,9 @@ def _all_numbers(uniq, dec):
 
 def _to_float(fields, dec):
     """Numbers in R's grammar (hexadecimal too) as floats; NA and empty fields as NaN."""
+    fast = _fast_float(fields, dec)
+    if fast is not None:
+        return fast
     values = np.char.strip(np.asarray(fields, dtype=str))
     if dec != ".":
         values = np.char.replace(values, dec, ".")
@@ -179,41 +223,97 @@ def _header(row, path, sep):
     return names
 
 
-def _records(f, path, sep, encoding, header_size=None):
-    """(line number, fields) of each non-blank record; the header first."""
-    reader = csv.reader(f, delimiter=sep)
-    try:
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip() and header_size not in (None, 1)):
-                continue
-            yield reader.line_num, row
-    except UnicodeDecodeError as err:
-        raise _decode_error(path, encoding, err) from None
-    except csv.Error as err:
-        raise DataError(f"{path}, line {reader.line_num}: {err}; check the quotes on that line") from None
+def _line_blocks(path, sep, encoding, rows):
+    """The header, then blocks of about ``rows`` raw lines, each ending at the end of a record.
 
-
-def _blocks(path, sep, encoding, rows):
-    """The header and lists of records of at most ``rows`` rows, each row checked for its length."""
+    A quoted field may hold a line break: a block whose count of quote
+    characters is odd ends inside one, so lines are added until it is even.
+    """
     with _open(path, encoding) as f:
-        records = _records(f, path, sep, encoding)
-        first = next(records, None)
-        header = _header(first[1] if first else [], path, sep)
-        yield header
-        block = []
-        for line, row in records:
-            if len(row) != len(header):
-                if len(row) == 1 and not row[0].strip():
-                    continue                         # a line of spaces
-                raise DataError(f"{path}, line {line} has {len(row)} fields but the header has {len(header)} "
-                                f"({', '.join(header[:6])}{', ...' if len(header) > 6 else ''}); fix that line "
-                                "(a separator inside a field must be quoted)")
-            block.append(row)
-            if len(block) >= rows:
-                yield block
-                block = []
-        if block:
-            yield block
+        try:
+            head = []
+            for line in f:
+                head.append(line)
+                if line.strip() and "".join(head).count('"') % 2 == 0:
+                    break
+            records = [r for r in csv.reader(head, delimiter=sep) if r]
+            header = _header(records[0] if records else [], path, sep)
+            yield header
+            while True:
+                lines = list(islice(f, rows))
+                if not lines:
+                    return
+                quotes = sum(line.count('"') for line in lines)
+                while quotes % 2:
+                    more = f.readline()
+                    if not more:
+                        break
+                    lines.append(more)
+                    quotes += more.count('"')
+                yield lines
+        except UnicodeDecodeError as err:
+            raise _decode_error(path, encoding, err) from None
+        except csv.Error as err:
+            raise DataError(f"{path}: {err}; check the quotes in the header") from None
+
+
+def _parse_block(lines, header, sep, dec, path, encoding, fields_only=False):
+    """A block of lines as an (n, width) float array when every field is a plain number (numpy's C
+    parser, whose grammar is R's for these), else as a list of columns of strings (the csv module)."""
+    width = len(header)
+    if dec == "." and not fields_only:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")                  # an all-blank block: "empty input"
+                block = np.loadtxt(lines, delimiter=sep, dtype=float, ndmin=2, quotechar='"', comments=None)
+            if block.shape[0] and block.shape[1] == width:
+                return block
+        except ValueError:
+            pass
+    try:
+        records = [r for r in csv.reader(lines, delimiter=sep) if r and (len(r) > 1 or r[0].strip() or width == 1)]
+    except csv.Error as err:
+        raise DataError(f"{path}: {err}; check the quotes in the file") from None
+    if any(len(r) != width for r in records):
+        _raise_bad_row(path, sep, encoding, header)
+    return [list(c) for c in zip(*records)] if records else [[] for _ in header]
+
+
+def _update_kinds(kinds, block, lines, header, sep, dec, path, encoding):
+    """Pass 1 on one block: what each column's fields allow."""
+    fields = None
+    for k, kind in enumerate(kinds):
+        if isinstance(block, np.ndarray):
+            col = block[:, k]
+            if not np.any(np.abs(col) >= 1e15):              # long integer ids need their digits: see below
+                kind.any_value, kind.logical = True, False
+                continue
+            if fields is None:
+                fields = _parse_block(lines, header, sep, dec, path, encoding, fields_only=True)
+            kind.update(fields[k], dec)
+        else:
+            kind.update(block[k], dec)
+
+
+def _block_columns(block, kinds, lines, header, sep, dec, path, encoding):
+    """Pass 2 on one block: each column as the array its kind says."""
+    if isinstance(block, np.ndarray) and all(k == "numeric" for k in kinds):
+        return {name: block[:, k].copy() for k, name in enumerate(header)}
+    if isinstance(block, np.ndarray):
+        block = _parse_block(lines, header, sep, dec, path, encoding, fields_only=True)
+    return {name: _convert(fields, kind, dec) for name, kind, fields in zip(header, kinds, block)}
+
+
+def _raise_bad_row(path, sep, encoding, header):
+    """Find the first row whose length differs from the header's and name its line."""
+    with _open(path, encoding) as f:
+        reader = csv.reader(f, delimiter=sep)
+        next((row for row in reader if row), None)
+        for row in reader:
+            if row and len(row) != len(header) and (len(row) > 1 or row[0].strip()):
+                raise DataError(f"{path}, line {reader.line_num} has {len(row)} fields but the header has "
+                                f"{len(header)} ({', '.join(header[:6])}{', ...' if len(header) > 6 else ''}); "
+                                "fix that line (a separator inside a field must be quoted)")
 
 
 def _check_args(sep, dec, encoding):
@@ -264,27 +364,45 @@ def read_csv(path, sep=",", dec=".", encoding="utf-8"):
     array([1.5, nan])
     """
     _check_args(sep, dec, encoding)
-    blocks = _blocks(path, sep, encoding, rows=np.iinfo(np.int64).max)
+    blocks = _line_blocks(path, sep, encoding, rows=np.iinfo(np.int64).max)
     header = next(blocks)
-    body = next(blocks, [])
-    columns = list(zip(*body)) if body else [()] * len(header)
-    data = {}
-    for name, fields in zip(header, columns):
-        kind = _Kind()
-        kind.update(list(fields), dec)
-        data[name] = _convert(list(fields), kind.name, dec) if fields else np.zeros(0)
-    return data
+    lines = next(blocks, [])
+    block = _parse_block(lines, header, sep, dec, path, encoding)
+    kinds = [_Kind() for _ in header]
+    _update_kinds(kinds, block, lines, header, sep, dec, path, encoding)
+    if not isinstance(block, np.ndarray) and not block[0]:
+        return {name: np.zeros(0) for name in header}             # a header and no rows
+    return _block_columns(block, [k.name for k in kinds], lines, header, sep, dec, path, encoding)
 
 
 def _column_kinds(path, sep, dec, encoding, rows):
     """Pass 1 of the chunked reader: every column's type, from the whole file."""
-    blocks = _blocks(path, sep, encoding, rows)
+    blocks = _line_blocks(path, sep, encoding, rows)
     header = next(blocks)
     kinds = [_Kind() for _ in header]
-    for block in blocks:
-        for kind, fields in zip(kinds, zip(*block)):
-            kind.update(list(fields), dec)
+    for lines in blocks:
+        block = _parse_block(lines, header, sep, dec, path, encoding)
+        _update_kinds(kinds, block, lines, header, sep, dec, path, encoding)
     return header, [k.name for k in kinds]
+
+
+_KINDS_CACHE = {}
+
+
+def _cached_kinds(path, sep, dec, encoding, rows):
+    """Column types of an unchanged file are found once: Model.from_chunks reads the file twice."""
+    try:
+        st = os.stat(path)
+        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, sep, dec, encoding)
+    except OSError:
+        key = None
+    if key is not None and key in _KINDS_CACHE:
+        return _KINDS_CACHE[key]
+    found = _column_kinds(path, sep, dec, encoding, rows)
+    if key is not None:
+        _KINDS_CACHE.clear()                       # keep only the latest file
+        _KINDS_CACHE[key] = found
+    return found
 
 
 def read_csv_chunks(path, rows=200_000, sep=",", dec=".", encoding="utf-8"):
@@ -325,12 +443,13 @@ def read_csv_chunks(path, rows=200_000, sep=",", dec=".", encoding="utf-8"):
     if rows < 1:
         raise DataError("rows must be a positive number of rows per chunk")
     _check_args(sep, dec, encoding)
-    header, kinds = _column_kinds(path, sep, dec, encoding, rows)
-    blocks = _blocks(path, sep, encoding, rows)
+    header, kinds = _cached_kinds(path, sep, dec, encoding, rows)
+    blocks = _line_blocks(path, sep, encoding, rows)
     next(blocks)
-    for block in blocks:
-        columns = list(zip(*block))
-        yield {name: _convert(list(fields), kind, dec) for name, kind, fields in zip(header, kinds, columns)}
+    for lines in blocks:
+        block = _parse_block(lines, header, sep, dec, path, encoding)
+        if isinstance(block, np.ndarray) or block[0]:
+            yield _block_columns(block, kinds, lines, header, sep, dec, path, encoding)
 
 
 def _read_text(text, source):
