@@ -564,8 +564,21 @@ def simulate(n_groups=85, mean_size=11, gamma=(1.47, -0.67, 0.81, -0.42),
     >>> len(truth["alpha"])
     30
     """
-    G = np.asarray(G, dtype=float)
-    gamma = np.asarray(gamma, dtype=float)
+    try:
+        G = np.asarray(G, dtype=float)
+        gamma = np.asarray(gamma, dtype=float)
+        sigma2, mean_size, p_x = float(sigma2), float(mean_size), float(p_x)
+    except (TypeError, ValueError):
+        raise DataError("simulate: G, gamma, sigma2, mean_size and p_x must be numbers (G a 2 x 2 matrix, "
+                        "gamma 4 numbers)") from None
+    if not isinstance(n_groups, (int, np.integer)) or isinstance(n_groups, bool):
+        raise DataError(f"simulate: n_groups must be a whole number of groups (at least 2), not {n_groups!r}")
+    if not (np.all(np.isfinite(G)) and np.all(np.isfinite(gamma)) and np.isfinite(sigma2)):
+        raise DataError("simulate: G, gamma and sigma2 must be finite numbers")
+    if not 0 <= p_x <= 1:
+        raise DataError(f"simulate: p_x is a probability (the share of units with x = 1): between 0 and 1, not {p_x}")
+    if sizes is None and not 1 <= mean_size < 1e7:
+        raise DataError(f"simulate: mean_size is the mean number of units per group: at least 1, not {mean_size}")
     if G.shape != (2, 2) or not np.allclose(G, G.T) or np.linalg.eigvalsh(G).min() < -1e-12:
         raise DataError("simulate: G must be a symmetric positive semi-definite 2 x 2 matrix.")
     if gamma.shape != (4,):
@@ -576,6 +589,10 @@ def simulate(n_groups=85, mean_size=11, gamma=(1.47, -0.67, 0.81, -0.42),
         raise DataError("simulate: n_groups must be at least 2.")
     rng = np.random.default_rng(seed)
     J = int(n_groups)
+    if sizes is not None:
+        raw = np.asarray(sizes)
+        if raw.dtype.kind not in "iuf" or raw.shape != (J,) or np.any(raw != np.round(raw)):
+            raise DataError("simulate: sizes must hold n_groups positive whole numbers.")
     sizes = _group_sizes(rng, J, mean_size) if sizes is None else np.asarray(sizes, dtype=int)
     if sizes.shape != (J,) or sizes.min() < 1:
         raise DataError("simulate: sizes must hold n_groups positive integers.")

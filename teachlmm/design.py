@@ -541,7 +541,15 @@ class Model:
         for cols, dropped in pieces():                                # pass 2: statistics
             if not _nrows(cols):
                 continue
-            y, X, Z, codes, _ = self._arrays(cols)
+            try:
+                y, X, Z, codes, _ = self._arrays(cols)
+            except DataError as err:
+                raise DataError(f"the second pass over the chunks differs from the first ({err}); chunks must be "
+                                "the same data each time: pass a function returning a fresh reader") from None
+            if np.any(codes < 0):
+                raise DataError(f"the second pass over the chunks holds group(s) of {self.group_name!r} the first "
+                                "pass did not; chunks must be the same data each time: pass a function returning "
+                                "a fresh reader of the same source") from None
             lo, hi = min(lo, y.min()), max(hi, y.max())
             part = GroupStats.from_arrays(X, Z, y, codes, self.J)
             stats = part if stats is None else stats + part

@@ -287,6 +287,17 @@ def test_fits_like_the_clean_equivalent(case, tmp_path):
 # cases that must be a clear error: (what, callable, error class, regex the message must match)
 # ----------------------------------------------------------------------------
 
+def _changing_chunks():
+    """A chunk source whose second pass holds a group the first did not (a file rewritten in between)."""
+    calls = []
+
+    def source():
+        calls.append(1)
+        g = BASE["g"] + (100.0 if len(calls) > 1 else 0.0)
+        return iter([dict(BASE, g=g)])
+    return source
+
+
 def _model(formula, data=None, **kw):
     return lambda: tl.Model(formula, BASE if data is None else data, **kw)
 
@@ -363,6 +374,14 @@ ERRORS = [
      r"no rows"),
     ("chunk kinds differ", lambda: tl.Model.from_chunks(F, [dict(BASE, g=BASE["g"]), dict(BASE, g=BASE["g"].astype(str))]),
      tl.DataError, r"'g' is numeric in some chunks and text in others"),
+    ("chunk passes disagree", lambda: tl.Model.from_chunks(F, _changing_chunks()), tl.DataError,
+     r"second pass over the chunks.*same data each time"),
+    ("simulate p_x", lambda: tl.simulate(p_x=1.5), tl.DataError, r"p_x is a probability"),
+    ("simulate n_groups", lambda: tl.simulate(n_groups=2.5), tl.DataError, r"n_groups must be a whole number"),
+    ("simulate sigma2 text", lambda: tl.simulate(sigma2="big"), tl.DataError, r"must be numbers"),
+    ("simulate G infinite", lambda: tl.simulate(G=[[np.inf, 0], [0, 1]]), tl.DataError, r"finite"),
+    ("simulate mean_size", lambda: tl.simulate(mean_size=0), tl.DataError, r"mean_size.*at least 1"),
+    ("simulate sizes", lambda: tl.simulate(n_groups=3, sizes=[2, 2.5, 3]), tl.DataError, r"sizes must hold"),
     ("predict unequal lengths", lambda: fit(F, BASE).predict({"x": np.zeros(3), "g": np.ones(2)}), tl.DataError,
      r"different lengths"),
     ("predict new factor level", lambda: fit("y ~ s + (1 | g)", BASE).predict({"s": np.array(["zz"]), "g": np.ones(1)}),
