@@ -5,7 +5,11 @@ and M4 on the shipped radon data by EM (REML) and prints what the lecture
 shows: both lmer-style summaries, county 2's regression line, and M4's county
 intercepts alpha_j and slopes beta_j.
 
-``teachlmm fit "y ~ x + (1 | g)" --data file.csv [--ml]`` fits a user's CSV.
+``teachlmm fit "y ~ x + (1 | g)" --data file.csv [--ml] [--sep ';'] [--dec ','] [--encoding latin-1]
+[--missing error]`` fits a user's CSV, read as :func:`teachlmm.read_csv` reads it.
+
+Exit status: 0 on success, 2 on a user error (a bad file, formula or model;
+the message says what to do), 1 on an internal error (never a traceback).
 """
 import argparse
 import os
@@ -79,16 +83,23 @@ def lecture(out=sys.stdout):
 
 
 def _fit_command(args):
-    data = read_csv(args.data)
+    sep = "\t" if args.sep in ("\\t", "tab") else args.sep
+    data = read_csv(args.data, sep=sep, dec=args.dec, encoding=args.encoding)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        fit = em.fit(Model(args.formula, data), reml=not args.ml, max_iter=args.max_iter)
+        warnings.showwarning = _show_warning
+        fit = em.fit(Model(args.formula, data, missing=args.missing), reml=not args.ml, max_iter=args.max_iter)
     print(fit.summary())
     if args.ranef:
         print("\nRandom effects (BLUPs) and conditional SDs:")
         for g, b, s in zip(fit.groups, fit.ranef, fit.condsd):
             print(f"  {g}: " + "  ".join(f"{v: .5f} ({e:.5f})" for v, e in zip(b, s)))
     return fit
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line on stderr, without the source line they came from."""
+    print(f"teachlmm: {category.__name__}: {message}", file=sys.stderr)
 
 
 def main(argv=None):
@@ -102,6 +113,11 @@ def main(argv=None):
     f.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     f.add_argument("--ranef", action="store_true", help="also print each group's BLUPs")
     f.add_argument("--max-iter", type=int, default=10000)
+    f.add_argument("--sep", default=",", help="field separator (default ','; e.g. ';' or '\\t')")
+    f.add_argument("--dec", default=".", help="decimal mark (default '.'; ',' with --sep ';')")
+    f.add_argument("--encoding", default="utf-8", help="the file's encoding (default utf-8; e.g. latin-1)")
+    f.add_argument("--missing", choices=["drop", "error"], default="drop",
+                   help="rows with a missing value: drop them as lme4 does (default) or stop with an error")
     args = parser.parse_args(argv)
     try:
         if args.command == "fit":
@@ -114,4 +130,8 @@ def main(argv=None):
     except (TeachLMMError, OSError) as err:
         print(f"teachlmm: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:                 # a bug in teachlmm: say so, without a traceback
+        print(f"teachlmm: internal error ({type(err).__name__}: {err}); please report it with the "
+              "command and the file", file=sys.stderr)
+        return 1
     return 0

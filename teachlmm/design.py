@@ -13,17 +13,21 @@ cross-products, computed once here (a J-stack of small matrices)::
 After that an EM iteration, a Gibbs sweep or a log-likelihood costs
 O(J (p+q)^3), whatever the number of rows n. No n x n matrix is ever built.
 """
+import copy
 import difflib
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import scipy.linalg
 
-from .errors import DataError, DesignError, TeachLMMError
-from .formula import parse_formula
+from .coding import Categorical, Numeric, as_column, evaluate, learn, r_label, subset
+from .errors import (ConditioningWarning, DataError, DesignError, IdentifiabilityWarning, MissingValuesWarning,
+                     TeachLMMError)
+from .formula import columns_of, parse_formula
 
-__all__ = ["Model", "GroupStats"]
+__all__ = ["Model", "GroupStats", "Centring"]
 
 
 # ----------------------------------------------------------------------------
@@ -34,85 +38,121 @@ def _columns_of(data):
     for attr in ("keys", "columns"):
         if hasattr(data, attr):
             keys = getattr(data, attr)
-            return [str(k) for k in (keys() if callable(keys) else keys)]
+            try:
+                return [str(k) for k in (keys() if callable(keys) else keys)]
+            except TypeError:
+                return []
     return []
 
 
 def get_column(data, name):
-    """``data[name]`` as a 1-D numpy array, or a DataError naming close matches."""
+    """``data[name]`` as a :class:`~teachlmm.coding.Numeric` or ``Categorical`` column, or a DataError
+    naming close matches."""
+    if data is None or isinstance(data, (str, bytes, int, float)):
+        raise DataError(f"data must be a mapping of column name -> values (a dict of arrays or a DataFrame), "
+                        f"not {type(data).__name__}; read a file with tl.read_csv(path)")
     try:
         col = data[name]
-    except (KeyError, IndexError, ValueError, TypeError):
-        known = _columns_of(data)
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise DataError(f"the data has no column {name!r}.{hint} Columns are: {', '.join(known[:20])}") from None
-    col = np.asarray(col)
-    if col.ndim != 1:
-        raise DataError(f"column {name!r} must be one-dimensional, got shape {col.shape}")
-    return col
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        col = _missing_column(data, name)
+    if type(col).__name__ == "DataFrame":        # pandas returns a frame for a duplicated column name
+        raise DataError(f"the data has more than one column named {name!r}; rename them so each name is unique")
+    return as_column(col, name)
 
 
-def _is_missing(col):
-    if col.dtype.kind in "fc":
-        return ~np.isfinite(col)
-    if col.dtype.kind == "O":
-        return np.array([v is None or (isinstance(v, float) and not np.isfinite(v)) for v in col], dtype=bool)
-    return np.zeros(col.shape, dtype=bool)
-
-
-def check_finite(col, name):
-    bad = np.flatnonzero(_is_missing(col))
-    if bad.size:
-        rows = ", ".join(str(i) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
-        raise DataError(f"column {name!r} has {bad.size} missing or non-finite value(s) (rows {rows}); "
-                        "drop or impute those rows before fitting")
-
-
-def is_numeric(col):
-    return col.dtype.kind in "biuf"
+def _missing_column(data, name):
+    known = _columns_of(data)
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise DataError(f"the data has no column {name!r}.{hint} Columns are: {', '.join(known[:20])}") from None
 
 
 def r_levels(values):
-    """Distinct values ordered like R's factor levels: numbers numerically, strings lexicographically."""
-    uniq = np.unique(values)        # np.unique sorts numbers numerically and strings lexicographically
-    if uniq.dtype.kind == "f" and np.all(uniq == np.round(uniq)):
+    """Distinct values ordered like R's factor levels: numbers numerically, strings lexicographically
+    (by code point: R's sort in the C locale). Whole numbers below 2^53 are shown as integers."""
+    uniq = np.unique(values)
+    if uniq.dtype.kind == "f" and np.all(uniq == np.round(uniq)) and np.all(np.abs(uniq) < 2.0 ** 53):
         uniq = uniq.astype(np.int64)  # county 1.0 is shown as 1
     return uniq
+
+
+def _group_keys(col):
+    """A group column's keys: float values (numeric) or str labels, and their order (R's levels)."""
+    if isinstance(col, Numeric):
+        return col.values, None
+    return col.labels, col.order
+
+
+def _rows(index, limit=5):
+    """Row numbers as the user counts them (from 1)."""
+    shown = ", ".join(str(i + 1) for i in index[:limit])
+    return shown + (", ..." if len(index) > limit else "")
+
+
+def _nrows(cols):
+    return next(iter(cols.values())).missing.size
+
+
+def _check_missing_arg(missing):
+    if missing not in ("drop", "error"):
+        raise DataError(f"missing must be 'drop' (leave out rows with a missing value, as lme4's na.omit) or "
+                        f"'error' (stop), not {missing!r}")
+    return missing
+
+
+def _merge_states(partial):
+    """Combine what each chunk taught: the union of levels, the pooled centre and sd of scale()."""
+    state = {}
+    for text in partial[0][0]:
+        kind = partial[0][0][text][0]
+        if kind == "levels":
+            ordered = partial[0][0][text][1]
+            union = list(dict.fromkeys(lev for st, _ in partial for lev in st[text][1]))
+            state[text] = ("levels", union if len(partial) == 1 else _merged_order(union, ordered))
+        else:
+            # Chan et al.'s pooled moments: from each chunk's (n, centre, sd) to the whole data's
+            n = np.array([m for _, m in partial], float)
+            c = np.array([st[text][1] for st, _ in partial])
+            sd = np.array([st[text][2] for st, _ in partial])
+            centred = partial[0][0][text][3]
+            if centred:
+                mean = np.sum(n * c) / n.sum()
+                m2 = np.sum(sd ** 2 * np.maximum(n - 1, 0) + n * (c - mean) ** 2)
+            else:
+                mean, m2 = 0.0, np.sum(sd ** 2 * np.maximum(n - 1, 0))
+            scaled = partial[0][0][text][4]
+            state[text] = ("scale", float(mean), float(np.sqrt(m2 / max(n.sum() - 1, 1))) if scaled else 1.0,
+                           centred, scaled)
+    return state
+
+
+def _merged_order(union, first):
+    """Levels from several chunks: sorted (C locale) unless they came with their own order."""
+    return sorted(union) if list(first) == sorted(first) else union
 
 
 # ----------------------------------------------------------------------------
 # coding terms into columns
 # ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Variable:
-    """How one data column enters the model: numeric, or categorical with R-ordered levels."""
+def _term_columns(term, variables, full):
+    """Columns of one term: the products of its variables' columns (names joined by ':').
 
-    name: str
-    levels: object = None            # None for numeric
-
-    def columns(self, col, full):
-        """Numeric: the column itself. Categorical: 0/1 indicators (all levels if ``full``,
-        else treatment contrasts, dropping the first level as R does)."""
-        if self.levels is None:
-            return [(self.name, col.astype(float))]
-        col = col.astype(str)
-        levels = self.levels if full else self.levels[1:]
-        return [(f"{self.name}{lev}", (col == lev).astype(float)) for lev in levels]
-
-
-def _term_columns(term, variables, data_cols, full):
-    """Columns of one term: the products of its factors' columns (names joined by ':')."""
+    ``variables[f]`` is (columns, is_factor) for variable f; a factor keeps
+    all its levels if ``full`` and this is the term's first factor, else drops
+    the first level (treatment contrasts, as R does).
+    """
     cols = [("", None)]
     for k, factor in enumerate(term.factors):
-        var = variables[factor]
-        new = var.columns(data_cols[factor], full and k == 0)
+        new, is_factor = variables[factor]
+        if is_factor and not (full and k == 0):
+            new = new[1:]
+        new = [(factor + suffix, v) for suffix, v in new]
         cols = [((a + ":" + b) if a else b, v if u is None else u * v) for a, u in cols for b, v in new]
     return cols
 
 
-def _part_columns(terms, variables, data_cols, n):
+def _part_columns(terms, variables, n):
     """Columns of a list of terms (fixed part, or one random block)."""
     has_intercept = any(not t.factors for t in terms)
     out, full_used = [], has_intercept
@@ -120,11 +160,10 @@ def _part_columns(terms, variables, data_cols, n):
         if not t.factors:
             out.append(("(Intercept)", np.ones(n)))
             continue
-        full = (not full_used and len(t.factors) == 1 and variables[t.factors[0]].levels is not None)
+        full = not full_used and len(t.factors) == 1 and variables[t.factors[0]][1]
         full_used = full_used or full
-        out += _term_columns(t, variables, data_cols, full)
+        out += _term_columns(t, variables, full)
     return out
-
 
 # ----------------------------------------------------------------------------
 # per-group statistics
@@ -256,6 +295,115 @@ def _check_blocks(G, model):
 
 
 # ----------------------------------------------------------------------------
+# numerical conditioning: the centred copy of a model and the change of basis
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Centring:
+    """The exact change of basis between a model and its centred copy (:meth:`Model.centred`).
+
+    With an intercept, subtracting constants changes nothing in the model,
+    only the coordinates in which it is written::
+
+        y_c = y - c_y           X_c = X S_x,  S_x = I - e_0 m_x'    (column k minus its mean m_k)
+                                Z_c = Z S_z,  S_z = I - e_0 m_z'    (within a block that has an intercept)
+
+    The centred model's estimates map back exactly (S is unit triangular,
+    det S = 1, so the ML and REML likelihoods are the same numbers)::
+
+        beta = S_x (beta_c + c_y e_0)    b_j = S_z b_cj    G = S_z G_c S_z'    Var(beta) = S_x V_c S_x'
+
+    Why: y'y of y + 1e10 is about n 1e20, and the residual sum of squares
+    (about n) is what is left after cancelling such numbers: float64 keeps 16
+    digits, so nothing is left. The centred cross-products hold only the
+    spread, so the fit of y + c equals the fit of y for any c (G as the change
+    of basis G00 + 2c G01 + c^2 G11, G01 + c G11, G11 for a random slope on x + c).
+
+    Attributes
+    ----------
+    y_shift : float, c_y.   Sx : (p, p) S_x.   Sz : (q, q) S_z.
+    """
+
+    y_shift: float
+    Sx: np.ndarray
+    Sz: np.ndarray
+
+    def beta(self, beta_c):
+        """beta = S_x (beta_c + c_y e_0)."""
+        beta_c = np.array(beta_c, dtype=float)
+        if beta_c.size:
+            beta_c[..., 0] += self.y_shift
+        return beta_c @ self.Sx.T
+
+    def G(self, G_c):
+        """G = S_z G_c S_z'."""
+        return self.Sz @ G_c @ self.Sz.T
+
+    def G_centred(self, G):
+        """G_c = S_z^-1 G S_z^-T (start values given in the original basis)."""
+        Sinv = np.linalg.inv(self.Sz)
+        return Sinv @ G @ Sinv.T
+
+    def b(self, b_c):
+        """b_j = S_z b_cj for every group (rows of b_c)."""
+        return b_c @ self.Sz.T
+
+    def vcov(self, V_c):
+        """Var(beta) = S_x V_c S_x'."""
+        return self.Sx @ V_c @ self.Sx.T
+
+
+def _shift_matrix(means, intercept, size):
+    """S = I - e_0 m' (row ``intercept`` holds -m), or the identity when there is no intercept."""
+    S = np.eye(size)
+    if intercept is not None:
+        S[intercept, :] -= means
+        S[intercept, intercept] = 1.0
+    return S
+
+
+def _ill_conditioned(values, name, limit=1e4):
+    """A warning when a column's mean dwarfs its spread (its squares lose 2 log10(|mean| / sd) digits)."""
+    if values is None or values.size < 2:
+        return
+    mean, sd = float(np.mean(values)), float(np.std(values))
+    if sd > 0 and abs(mean) > limit * sd:
+        digits = 2 * np.log10(abs(mean) / sd)
+        warnings.warn(f"column {name!r} has a mean ({mean:.6g}) about {abs(mean) / sd:.0e} times its standard "
+                      f"deviation: its cross-products lose about {digits:.0f} of float64's 16 digits, and the fit may "
+                      f"be inaccurate. Fit model.centred() (exact; see Model.centred) or subtract a constant, e.g. "
+                      f"I({name} - {mean:.3g})", ConditioningWarning, stacklevel=4)
+
+
+def _rank_check(M, S, gram, names):
+    """("zero", names) for all-zero columns, ("rank", names) for columns beyond the numerical rank, or None.
+
+    The Gram matrix of the centred columns M S (or, without rows, the raw
+    cross-products ``gram``), scaled to unit diagonal, by pivoted QR: a
+    column whose pivot is below ``tol`` times the first is a combination of
+    the others. The Gram squares the condition number, so the tolerance is
+    the square of a QR-of-M tolerance (1e-9 n), and never below rounding
+    (1e-14 p). Centring first means that x + 1e8 is judged as x is.
+    """
+    p = len(names)
+    raw = np.diag(gram) if M is None else np.einsum("ij,ij->j", M, M)
+    if np.any(raw == 0):
+        return "zero", [names[k] for k in np.flatnonzero(raw == 0)]
+    if M is not None:
+        Mc = M @ S
+        gram, n = Mc.T @ Mc, M.shape[0]
+    else:
+        n = None
+    scale = np.sqrt(np.diag(gram))
+    scale = np.where(scale > 0, scale, 1.0)
+    R, piv = scipy.linalg.qr(gram / np.outer(scale, scale), mode="r", pivoting=True)
+    d = np.abs(np.diag(R))
+    tol = 1e-14 * p if n is None else max((1e-9 * max(n, p)) ** 2, 1e-14 * p)
+    rank = int(np.sum(d > d[0] * tol))
+    return ("rank", [names[k] for k in piv[rank:]]) if rank < p else None
+
+
+# ----------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------
 
@@ -276,7 +424,14 @@ class Model:
     data : mapping
         Column name -> 1-D array (a dict of numpy arrays, or a DataFrame).
         String columns are categorical (treatment coding, first level as
-        reference, columns named like R's, e.g. ``county_nameANOKA``).
+        reference, columns named like R's, e.g. ``county_nameANOKA``); see
+        :mod:`teachlmm.coding` for pandas/polars columns, booleans and
+        Categoricals.
+    missing : {"drop", "error"}
+        ``"drop"`` (the default, lme4's ``na.omit``) leaves out the rows with a
+        missing value in a column the formula uses, with a
+        ``MissingValuesWarning`` giving the count; ``"error"`` stops with a
+        DataError naming the column and rows.
 
     Attributes
     ----------
@@ -288,13 +443,23 @@ class Model:
     G_mask : (q, q) array, 1 inside the blocks (where G may be non-zero), 0 elsewhere.
     stats : :class:`GroupStats`, the per-group cross-products.
     n, p, q, J : sizes.
+    n_dropped : rows left out for missing values.  dropped_rows : their numbers, counted from 1.
+    offset : (n,) the formula's ``offset(...)`` (None without one); ``y`` is the response minus it.
+
+    Warnings
+    --------
+    MissingValuesWarning (rows dropped), IdentifiabilityWarning (the grouping
+    factor also as fixed dummies), ConditioningWarning (a column whose mean
+    dwarfs its spread: see :meth:`centred`).
 
     Raises
     ------
     FormulaError, DataError, DesignError
-        For a malformed formula, a missing column (with close matches), missing
-        values, a rank-deficient X, a single group, or groups too small to
-        separate the random effects from the residual.
+        For a malformed formula or an unsupported function, a missing column
+        (with close matches), a column that cannot be coded, the response on
+        the right-hand side, a constant response, no rows, n - p <= 0, a
+        rank-deficient X or Z, a single group, or groups too small to separate
+        the random effects from the residual.
 
     Examples
     --------
@@ -306,26 +471,31 @@ class Model:
     (85, 2, 2)
     """
 
-    def __init__(self, formula, data):
+    def __init__(self, formula, data, missing="drop"):
         self._parse(formula)
-        raw = self._read(data)
-        self._learn_coding([raw])
-        self.y, self.X, self.Z, self.codes = self._arrays(raw)
+        self.missing = _check_missing_arg(missing)
+        cols = self._read(data)
+        cols, dropped = self._drop_missing(cols, offset=0)
+        self._set_dropped(dropped, cols)
+        self._learn_coding([cols])
+        self.y, self.X, self.Z, self.codes, self.offset = self._arrays(cols)
         self.n = self.y.size
+        self._check_response(self.y.min(), self.y.max())
         self._check_estimable()
         self.stats = GroupStats.from_arrays(self.X, self.Z, self.y, self.codes, self.J)
+        self._check_conditioning()
 
     @classmethod
-    def from_chunks(cls, formula, chunks):
+    def from_chunks(cls, formula, chunks, missing="drop"):
         """Build the model from data that arrives in pieces (e.g. a CSV too large for memory).
 
         The per-group statistics of the rows add up chunk by chunk, so memory is
         O(chunk + J (p+q)^2), never O(n). The data is read twice: once to learn
-        the group labels and the levels of text columns (they may first appear in
-        any chunk), once to accumulate the statistics. The result has
-        ``y``, ``X``, ``Z`` and ``codes`` set to None; everything that needs only
-        the statistics (every fitting method, summary, predictions for new data)
-        works as usual.
+        the group labels, the levels of text columns and the state of
+        transforms such as ``scale(x)`` (they may first appear in any chunk),
+        once to accumulate the statistics. The result has ``y``, ``X``, ``Z``
+        and ``codes`` set to None; everything that needs only the statistics
+        (every fitting method, summary, predictions for new data) works as usual.
 
         Parameters
         ----------
@@ -334,6 +504,8 @@ class Model:
             A function returning a fresh iterator of column mappings each time it
             is called (such as ``lambda: tl.data.read_csv_chunks(path)``), or a list
             of column mappings.
+        missing : {"drop", "error"}
+            As for :class:`Model`.
 
         Examples
         --------
@@ -347,97 +519,228 @@ class Model:
         """
         self = cls.__new__(cls)
         self._parse(formula)
+        self.missing = _check_missing_arg(missing)
+        if chunks is None or isinstance(chunks, (str, bytes)) or not (callable(chunks) or hasattr(chunks, "__iter__")):
+            raise DataError("chunks must be a list of column mappings or a function returning an iterator of "
+                            f"them (e.g. lambda: tl.read_csv_chunks(path)), not {type(chunks).__name__}")
+        if not callable(chunks) and iter(chunks) is chunks:
+            raise DataError("chunks is an iterator, which can be read only once, but the model reads the data "
+                            "twice; pass a function that returns a fresh iterator, e.g. lambda: tl.read_csv_chunks(path)")
         source = chunks if callable(chunks) else (lambda: iter(chunks))
-        self._learn_coding(self._read(c) for c in source())          # pass 1: levels and groups
-        stats = None
-        for chunk in source():                                        # pass 2: statistics
-            y, X, Z, codes = self._arrays(self._read(chunk))
+
+        def pieces():                                                 # checked chunks, missing rows dropped
+            start, dropped = 0, []
+            for chunk in source():
+                cols = self._read(chunk)
+                cols, d = self._drop_missing(cols, offset=start)
+                start += d.size + _nrows(cols)
+                dropped.append(d)
+                yield cols, dropped
+        self._learn_coding(cols for cols, _ in pieces())                # pass 1: levels, groups, scale
+        stats, lo, hi, dropped = None, np.inf, -np.inf, []
+        for cols, dropped in pieces():                                # pass 2: statistics
+            if not _nrows(cols):
+                continue
+            try:
+                y, X, Z, codes, _ = self._arrays(cols)
+            except DataError as err:
+                raise DataError(f"the second pass over the chunks differs from the first ({err}); chunks must be "
+                                "the same data each time: pass a function returning a fresh reader") from None
+            if np.any(codes < 0):
+                raise DataError(f"the second pass over the chunks holds group(s) of {self.group_name!r} the first "
+                                "pass did not; chunks must be the same data each time: pass a function returning "
+                                "a fresh reader of the same source") from None
+            lo, hi = min(lo, y.min()), max(hi, y.max())
             part = GroupStats.from_arrays(X, Z, y, codes, self.J)
             stats = part if stats is None else stats + part
+        self._set_dropped(np.concatenate(dropped) if dropped else np.zeros(0, int), None)
         if stats is None:
-            raise DataError("the chunks held no rows")
+            raise DataError("the chunks held no rows" + (" left after dropping missing values" if self.n_dropped
+                                                         else "") + "; give data with at least a few rows per group")
         self.stats, self.n = stats, int(stats.n.sum())
-        self.y = self.X = self.Z = self.codes = None
+        self.y = self.X = self.Z = self.codes = self.offset = None
+        self._check_response(lo, hi)
         self._check_estimable()
         return self
 
     def _parse(self, formula):
         self.formula = parse_formula(formula)
-        if not self.formula.random:
+        f = self.formula
+        if not f.random:
             raise DesignError("the formula has no random term; add one such as (1 | group). "
                               "For a model without random effects use ordinary least squares.")
-        self.group_name = self.formula.random[0].group
+        self.group_name = f.random[0].group
+        response_cols = columns_of(f.exprs.get(f.response, ("name", f.response)))
+        for t in f.fixed + tuple(t for r in f.random for t in r.terms):
+            used = [c for v in t.factors for c in columns_of(f.exprs.get(v, ("name", v)))]
+            clash = [c for c in response_cols if c in used]
+            if clash:
+                raise DesignError(f"the response {clash[0]!r} also appears on the right-hand side (in the term "
+                                  f"{t.name!r}); a variable cannot explain itself: remove it from the terms")
+        if self.group_name in response_cols:
+            raise DesignError(f"the response {self.group_name!r} is also the grouping variable; choose another "
+                              "grouping column")
 
     def _read(self, data):
-        """The formula's columns as checked 1-D arrays of one length."""
+        """The formula's columns as Numeric / Categorical columns of one length."""
         raw = {name: get_column(data, name) for name in self.formula.variables}
-        lengths = {name: c.size for name, c in raw.items()}
+        lengths = {name: c.missing.size for name, c in raw.items()}
         if len(set(lengths.values())) > 1:
-            raise DataError(f"the columns used have different lengths: {lengths}")
-        for name, col in raw.items():
-            check_finite(col, name)
+            raise DataError(f"the columns used have different lengths: {lengths}; give columns of one length")
         return raw
 
-    def _learn_coding(self, raws):
-        """Which columns are numeric, the levels of the text ones, and the group labels (R's order)."""
+    def _drop_missing(self, cols, offset):
+        """Rows with a missing value in a used column: dropped (lme4's na.omit) or an error."""
+        miss = np.zeros(_nrows(cols), bool)
+        for col in cols.values():
+            miss |= col.missing
+        if not miss.any():
+            return cols, np.zeros(0, int)
+        rows = np.flatnonzero(miss)
+        if self.missing == "error":
+            name = next(name for name, col in cols.items() if col.missing.any())
+            bad = np.flatnonzero(cols[name].missing) + offset
+            raise DataError(f"column {name!r} has {bad.size} missing value(s) (rows {_rows(bad)}, counting from 1); "
+                            "drop or impute those rows, or use missing='drop' to leave them out as lme4 does")
+        keep = ~miss
+        return {name: subset(col, keep) for name, col in cols.items()}, rows + offset
+
+    def _set_dropped(self, dropped, cols):
+        """Remember the rows left out (1-based, as the user counts them) and say so."""
+        self.dropped_rows = np.asarray(dropped, dtype=np.int64) + 1
+        self.n_dropped = int(self.dropped_rows.size)
+        if self.n_dropped:
+            warnings.warn(f"{self.n_dropped} row(s) with missing values in the formula's columns were left out "
+                          f"(rows {_rows(self.dropped_rows - 1)}; model.dropped_rows lists them), as lme4's "
+                          "na.omit does; pass missing='error' to stop instead", MissingValuesWarning, stacklevel=3)
+        if cols is not None and not _nrows(cols):
+            raise DataError("the data holds no rows" + (" left after dropping rows with missing values"
+                                                        if self.n_dropped else "")
+                            + "; a model needs data with several rows per group")
+
+    def _learn_coding(self, pieces):
+        """Which variables are factors and their levels, the state of scale(), and the group labels."""
         f = self.formula
-        levels, numeric, groups, first = {}, {}, [], None
-        for raw in raws:
-            first = raw if first is None else first
-            for name, col in raw.items():
-                if name == self.group_name:
-                    groups.append(np.unique(col))
-                    continue
-                if numeric.setdefault(name, is_numeric(col)) != is_numeric(col):
-                    raise DataError(f"column {name!r} is numeric in some chunks and text in others")
-                if not is_numeric(col):
-                    levels.setdefault(name, set()).update(np.unique(col.astype(str)).tolist())
-        if first is None:
-            raise DataError("the data holds no rows")
-        if not numeric.get(f.response, True):
-            raise DataError(f"the response {f.response!r} must be numeric; it holds text values")
-        self._variables = {name: _Variable(name, None if numeric[name] else r_levels(np.array(sorted(levels[name]))))
-                           for name in f.variables if name != self.group_name}
-        self.groups = r_levels(np.concatenate(groups))
-        head = {name: col[:1] for name, col in first.items()}
-        self.fixef_names = self._matrix(f.fixed, head, 1)[1]
-        zparts = [self._matrix(r.terms, head, 1)[1] for r in f.random]
+        names = [v for t in f.fixed + tuple(t for r in f.random for t in r.terms) for v in t.factors]
+        self._exprs = {v: f.exprs.get(v, ("name", v)) for v in dict.fromkeys(names)}
+        partial, kinds, groups, order = [], {}, [], None
+        for cols in pieces:
+            for name, col in cols.items():
+                if kinds.setdefault(name, type(col)) is not type(col):
+                    raise DataError(f"column {name!r} is numeric in some chunks and text in others; "
+                                    "make it one kind in every chunk")
+            if not _nrows(cols):
+                continue
+            keys, order = _group_keys(cols[self.group_name])
+            uniq_keys, inverse = np.unique(keys, return_inverse=True)
+            groups.append(uniq_keys)
+            self._codes_cache = (cols[self.group_name], inverse)       # one np.unique gives the codes too
+            state = {}
+            for text, expr in self._exprs.items():
+                learn(expr, text, cols, state)
+            partial.append((state, _nrows(cols)))
+        if not partial:
+            raise DataError("the data holds no rows" + (" left after dropping rows with missing values"
+                                                        if getattr(self, "n_dropped", 0) else "")
+                            + "; a model needs data with several rows per group")
+        response = kinds.get(f.response)
+        if f.response in f.exprs and f.exprs[f.response][0] == "name" and response is Categorical:
+            raise DataError(f"the response {f.response!r} must be numeric; it holds text (or TRUE/FALSE) values. "
+                            "Code it as numbers first")
+        self._state = _merge_states(partial)
+        uniq = np.unique(np.concatenate(groups))
+        if order is not None:                       # a Categorical's own order (unused categories dropped)
+            present = set(uniq.tolist())
+            uniq = np.array([lev for lev in order if lev in present])
+        self.groups = r_levels(uniq) if uniq.dtype.kind == "f" else uniq
+        perm = np.argsort(uniq, kind="stable")
+        self._group_sorted = uniq[perm]
+        self._group_rank = perm if order is not None else None     # sorted position -> the group's index
+        self._group_is_numeric = uniq.dtype.kind == "f"
+        self.J = self.groups.size
+        self._names_from()
+
+    def _names_from(self):
+        """Column names of X and Z (from the learnt coding: one row of each variable is enough)."""
+        f = self.formula
+        fake = {}
+        for text, expr in self._exprs.items():
+            st = self._state.get(text)
+            if st is not None and st[0] == "levels":
+                fake[text] = ([(lev, np.zeros(1)) for lev in st[1]], True)
+            elif expr[0] == "call" and expr[1] == "poly":
+                fake[text] = ([(str(k), np.zeros(1)) for k in range(1, int(expr[2][1][1]) + 1)], False)
+            else:
+                fake[text] = ([("", np.zeros(1))], False)
+        self.fixef_names = [name for name, _ in _part_columns(f.fixed, fake, 1)]
+        zparts = [[name for name, _ in _part_columns(r.terms, fake, 1)] for r in f.random]
         self.ranef_names = [name for names in zparts for name in names]
         sizes = np.cumsum([0] + [len(names) for names in zparts])
         self.blocks = [np.arange(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        self.p, self.q, self.J = len(self.fixef_names), len(self.ranef_names), self.groups.size
+        self.p, self.q = len(self.fixef_names), len(self.ranef_names)
         self.G_mask = np.zeros((self.q, self.q))       # 1 where G may be non-zero: within a block
         for blk in self.blocks:
             self.G_mask[np.ix_(blk, blk)] = 1.0
 
-    def _arrays(self, raw):
-        """y, X, Z and group codes of a mapping of checked columns."""
+    def _variables(self, cols):
+        """Each variable's model-matrix columns for these rows."""
+        return {text: evaluate(expr, text, cols, self._state) for text, expr in self._exprs.items()}
+
+    def _arrays(self, cols):
+        """y, X, Z, group codes and offset of a mapping of checked, complete columns."""
         f = self.formula
-        n = raw[f.response].size
-        X = self._matrix(f.fixed, raw, n)[0]
-        Z = np.column_stack([self._matrix(r.terms, raw, n)[0] for r in f.random])
-        return raw[f.response].astype(float), X, Z, self._codes(raw[self.group_name])
+        n = _nrows(cols)
+        variables = self._variables(cols)
+        X = self._matrix(f.fixed, variables, n)
+        Z = np.column_stack([self._matrix(r.terms, variables, n) for r in f.random])
+        response = f.exprs.get(f.response, ("name", f.response))
+        y = np.array(evaluate(response, f.response, cols, {})[0][0][1], dtype=float)
+        offset = None
+        for text in f.offsets:
+            value = evaluate(f.exprs[text], text, cols, {})[0][0][1]
+            offset = value if offset is None else offset + value
+        if offset is not None:
+            y = y - offset                         # the offset's coefficient is 1: fit y - offset
+        return y, X, Z, self._codes(cols[self.group_name]), offset
 
     # -- building blocks ---------------------------------------------------
-    def _matrix(self, terms, raw, n=None):
-        n = self.n if n is None else n
-        cols = _part_columns(terms, self._variables, raw, n)
+    def _matrix(self, terms, variables, n):
+        cols = _part_columns(terms, variables, n)
         if not cols:
-            return np.zeros((n, 0)), []
-        names = [name for name, _ in cols]
-        return np.column_stack([c for _, c in cols]), names
+            return np.zeros((n, 0))
+        return np.column_stack([c for _, c in cols])
 
     def _codes(self, group_col):
-        """Index 0..J-1 of each row's group in ``self.groups``."""
-        labels = group_col.astype(self.groups.dtype) if is_numeric(group_col) else group_col.astype(str)
-        ref = self.groups if is_numeric(group_col) else self.groups.astype(str)
-        codes = np.searchsorted(ref, labels)
-        return codes
+        """Index 0..J-1 of each row's group in ``self.groups`` (-1 for a group not in the fitted data)."""
+        cached, inverse = self.__dict__.pop("_codes_cache", (None, None))
+        if cached is group_col and len(self._group_sorted) == inverse.max(initial=-1) + 1:
+            return inverse if self._group_rank is None else self._group_rank[inverse]
+        keys, _ = _group_keys(group_col)
+        if self._group_is_numeric != isinstance(group_col, Numeric):
+            if self._group_is_numeric:
+                return np.full(group_col.missing.size, -1)
+            uniq, inv = np.unique(keys, return_inverse=True)           # numbers matched as R prints them
+            keys = np.array([r_label(v) for v in uniq], dtype=str)[inv]
+        ref = self._group_sorted
+        pos = np.clip(np.searchsorted(ref, keys), 0, ref.size - 1)
+        found = ref[pos] == keys
+        if self._group_rank is not None:
+            pos = self._group_rank[pos]
+        return np.where(found, pos, -1)
+
+    def _check_response(self, lo, hi):
+        if lo == hi:
+            raise DesignError(f"the response {self.formula.response!r} is constant ({lo:g} in every row), so "
+                              "there is no variation to model; check that you chose the right column")
 
     def _check_estimable(self):
         if self.J < 2:
             raise DesignError(f"the grouping variable {self.group_name!r} has only one group; a variance "
                               "between groups needs at least two (more like ten or more to be estimated well)")
+        if self.n - self.p <= 0:
+            raise DesignError(f"the fixed part has p = {self.p} columns for n = {self.n} rows: nothing is left "
+                              "to estimate the variances from. Use fewer fixed terms (a factor with many levels "
+                              "adds one column per level) or more data")
         if self.n <= self.J * self.q:
             single = self.q == 1 and self.n == self.J
             what = ("every group has a single row, so a group's random intercept cannot be told apart from "
@@ -447,29 +750,129 @@ class Model:
                               "fewer random terms, or an ordinary regression.")
         if self.p:
             self._check_rank()
+        self._check_random_rank()
+        self._check_group_in_fixed()
+
+
 
     def _check_rank(self):
-        """Pivoted QR of X (or of X'X when only the statistics are kept): columns beyond the
-        numerical rank are combinations of the others."""
-        XtX = self.stats.XtX.sum(0) if self.X is None else None
-        scale = np.sqrt(np.diag(XtX) if self.X is None else (self.X ** 2).sum(axis=0))
-        if np.any(scale == 0):
-            bad = [self.fixef_names[k] for k in np.flatnonzero(scale == 0)]
-            raise DesignError(f"fixed-effect column(s) {bad} are all zero; remove them from the formula")
-        if self.X is None:                     # X'X squares the condition number: square the tolerance
-            R, piv = scipy.linalg.qr(XtX / np.outer(scale, scale), mode="r", pivoting=True)
-            d = np.abs(np.diag(R))
-            rank = int(np.sum(d > d[0] * 1e-14 * self.p))
-        else:
-            R, piv = scipy.linalg.qr(self.X / scale, mode="r", pivoting=True)
-            d = np.abs(np.diag(R))
-            rank = int(np.sum(d > d[0] * 1e-9 * max(self.X.shape)))
-        if rank < self.p:
-            bad = [self.fixef_names[k] for k in piv[rank:]]
-            raise DesignError(f"the fixed-effects design is rank deficient: {bad} can be written as a "
+        """Columns of X beyond its numerical rank are combinations of the others (see :func:`_rank_check`)."""
+        bad = _rank_check(self.X, self.centring.Sx if self.X is not None else None,
+                          self.stats.XtX.sum(0) if self.X is None else None, self.fixef_names)
+        if bad and bad[0] == "zero":
+            raise DesignError(f"fixed-effect column(s) {bad[1]} are all zero; remove them from the formula")
+        if bad:
+            raise DesignError(f"the fixed-effects design is rank deficient: {bad[1]} can be written as a "
                               f"combination of the other columns ({', '.join(self.fixef_names)}). Remove "
                               "the redundant term(s) from the formula (a variable constant within the data "
                               "duplicates the intercept; a full set of dummies does too).")
+
+    def _check_conditioning(self):
+        """Warn when a large offset in y or in a column of X will cost the raw cross-products their digits."""
+        if "(Intercept)" not in self.fixef_names:
+            return
+        _ill_conditioned(self.y, self.formula.response)
+        for k, name in enumerate(self.fixef_names):
+            if name != "(Intercept)":
+                _ill_conditioned(self.X[:, k], name)
+
+    def _check_random_rank(self):
+        """Z's columns must be linearly independent (over all rows), as X's."""
+        bad = _rank_check(self.Z, self.centring.Sz if self.Z is not None else None,
+                          self.stats.ZtZ.sum(0) if self.Z is None else None, self.ranef_names)
+        if bad and bad[0] == "zero":
+            raise DesignError(f"random-effect column(s) {bad[1]} are all zero; remove them from the random term")
+        if bad:
+            raise DesignError(f"the random-effects design is rank deficient: {bad[1]} can be written as a "
+                              f"combination of the other random columns ({', '.join(self.ranef_names)}); remove "
+                              "the redundant term(s) from the random part")
+
+    def _check_group_in_fixed(self):
+        """The grouping variable (or a finer factor) as fixed dummies: the random intercept is not identifiable."""
+        f = self.formula
+        if not any(not t.factors for r in f.random for t in r.terms):
+            return
+        for text, expr in self._exprs.items():
+            st = self._state.get(text)
+            src = expr[1] if expr[0] == "name" else expr[2][0][1] if expr[0] == "call" and \
+                expr[1] in ("factor", "relevel") else None
+            in_fixed = any(t.factors == (text,) for t in f.fixed)
+            if st is None or st[0] != "levels" or not in_fixed or src is None:
+                continue
+            if src == self.group_name or (self.X is not None and len(st[1]) >= self.J and
+                                           self._nested_in_groups(text)):
+                warnings.warn(f"the fixed term {text!r} has a column for every group of {self.group_name!r}, so "
+                              "the fixed part already fits each group's mean: the variance of the random "
+                              f"intercept is not identifiable (its estimate means nothing). Remove {text!r} from "
+                              "the fixed part, or drop the random intercept", IdentifiabilityWarning, stacklevel=3)
+
+    def _nested_in_groups(self, text):
+        """Does every level of factor ``text`` lie inside one group (the factor refines the grouping)?"""
+        k = self.fixef_names.index(next(n for n in self.fixef_names if n.startswith(text)))
+        cols = [j for j, n in enumerate(self.fixef_names) if n.startswith(text) and ":" not in n]
+        level = np.argmax(self.X[:, cols], axis=1) + 1
+        level[self.X[:, cols].max(axis=1) == 0] = 0
+        pairs = np.unique(level * (self.J + 1) + self.codes)
+        return pairs.size == np.unique(level).size and k >= 0
+
+    # -- conditioning ------------------------------------------------------------
+    def centred(self):
+        """The same model in centred coordinates, and the exact map back: ``(model_c, centring)``.
+
+        ``model_c`` fits like any model (``tl.em.fit(model_c)``, ``tl.gibbs``);
+        its estimates are in the centred basis, and ``centring`` (a
+        :class:`Centring`) maps them back: ``centring.beta(fit_c.beta)``,
+        ``centring.G(fit_c.G)``, ``centring.b(fit_c.ranef)``,
+        ``centring.vcov(fit_c.vcov)``; sigma2 and the log-likelihood are the
+        same. Use it when a column's mean is large against its spread (a
+        timestamp, UTM coordinates, y + 1e9): the centred cross-products keep
+        every digit that the raw ones lose.
+
+        Needs the rows (a model built from chunks keeps only the raw
+        cross-products).
+
+        Examples
+        --------
+        >>> import numpy as np, teachlmm as tl
+        >>> d = tl.load_radon()
+        >>> m = tl.Model("log_radon ~ floor + (1 + floor | county)", dict(d, floor=d["floor"] + 1e8))
+        >>> mc, centring = m.centred()
+        >>> fit_c = tl.em.fit(mc)
+        >>> G = centring.G(fit_c.G)           # the G of floor + 1e8: G00 + 2c G01 + c^2 G11, ...
+        >>> bool(np.isclose(G[1, 1], tl.em.fit(tl.Model("log_radon ~ floor + (1 + floor | county)", d)).G[1, 1]))
+        True
+        """
+        if self.X is None:
+            raise DataError("model.centred() needs the rows, but this model was built from chunks and keeps only "
+                            "the cross-products; subtract a constant from the large column while reading instead")
+        return self._centred_copy(), self.centring
+
+    @property
+    def centring(self):
+        """The :class:`Centring` of this model's data (column means of X, Z; the mean of y)."""
+        cache = self.__dict__.get("_centring")
+        if cache is None:
+            icpt = self.fixef_names.index("(Intercept)") if "(Intercept)" in self.fixef_names else None
+            mx = self.X.mean(axis=0) if icpt is not None else np.zeros(self.p)
+            Sx = _shift_matrix(mx, icpt, self.p)
+            Sz = np.eye(self.q)
+            for blk in self.blocks:                     # centre a slope only together with its block's intercept
+                names = [self.ranef_names[k] for k in blk]
+                if "(Intercept)" in names and len(blk) > 1:
+                    i0 = blk[names.index("(Intercept)")]
+                    Sz[i0, blk] -= self.Z[:, blk].mean(axis=0)
+                    Sz[i0, i0] = 1.0
+            y_shift = float(self.y.mean()) if icpt is not None else 0.0
+            cache = self.__dict__["_centring"] = Centring(y_shift, Sx, Sz)
+        return cache
+
+    def _centred_copy(self):
+        c = self.centring
+        new = copy.copy(self)
+        new.__dict__.pop("_centring", None)
+        new.X, new.Z, new.y = self.X @ c.Sx, self.Z @ c.Sz, self.y - c.y_shift
+        new.stats = GroupStats.from_arrays(new.X, new.Z, new.y, self.codes, self.J)
+        return new
 
     # -- variance components ---------------------------------------------------
     def check_variance_components(self, G, sigma2, tol=1e-8):
@@ -499,29 +902,43 @@ class Model:
     def design(self, data):
         """X, Z and group indices for new data, coded the way this model was.
 
-        Returns ``(X, Z, codes)`` with ``codes[i] = -1`` for rows whose group
-        was not in the fitted data.
+        Transforms learnt from the fitted data (factor levels, the centre and
+        sd of ``scale(x)``) are applied unchanged. Returns ``(X, Z, codes)``
+        with ``codes[i] = -1`` for rows whose group was not in the fitted data;
+        a row with a missing predictor gets NaN in X and Z (so its prediction
+        is NaN, as R's ``predict`` gives NA).
         """
         f = self.formula
-        names = [v for v in f.variables if v != f.response]
-        raw = {name: get_column(data, name) for name in names}
-        for name, col in raw.items():
-            check_finite(col, name)
-        for name, var in self._variables.items():
-            if name in raw and var.levels is not None:
-                unseen = sorted(set(raw[name].astype(str)) - set(var.levels))
-                if unseen:
-                    raise DataError(f"column {name!r} has level(s) {unseen[:5]} that the fitted data did not have")
-        n = next(iter(raw.values())).size
-        X, _ = self._matrix(f.fixed, raw, n)
-        Z = np.column_stack([self._matrix(r.terms, raw, n)[0] for r in f.random])
-        g = raw[self.group_name]
-        both_numeric = is_numeric(g) and is_numeric(self.groups)
-        labels = g.astype(float) if both_numeric else g.astype(str)      # not the groups' dtype: 2.5 would
-        ref = self.groups.astype(float) if both_numeric else self.groups.astype(str)   # become 2, text be cut
-        pos = np.clip(np.searchsorted(ref, labels), 0, self.J - 1)
-        codes = np.where(ref[pos] == labels, pos, -1)
+        names = [v for v in f.variables if v not in columns_of(f.exprs.get(f.response, ("name", f.response)))
+                 or any(v in columns_of(f.exprs.get(x, ("name", x))) for x in self._exprs)
+                 or v == self.group_name]
+        cols = {name: get_column(data, name) for name in names}
+        lengths = {name: c.missing.size for name, c in cols.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError(f"the new data's columns have different lengths: {lengths}; give columns of one length")
+        n = next(iter(lengths.values()))
+        miss = np.zeros(n, bool)
+        for col in cols.values():
+            miss |= col.missing
+        keep = ~miss
+        part = {name: subset(col, keep) for name, col in cols.items()}
+        X, Z = np.full((n, self.p), np.nan), np.full((n, self.q), np.nan)
+        codes = np.zeros(n, dtype=np.int64)       # a row with a missing value: NaN, not an "unseen group"
+        if keep.any():
+            variables = self._variables(part)
+            X[keep] = self._matrix(f.fixed, variables, int(keep.sum()))
+            Z[keep] = np.column_stack([self._matrix(r.terms, variables, int(keep.sum())) for r in f.random])
+            codes[keep] = self._codes(part[self.group_name])
         return X, Z, codes
+
+    def offset_of(self, data):
+        """The formula's ``offset(...)`` for new data (zeros when the formula has none)."""
+        f = self.formula
+        cols = {name: get_column(data, name) for name in {c for t in f.offsets for c in columns_of(f.exprs[t])}}
+        total = 0.0
+        for text in f.offsets:
+            total = total + evaluate(f.exprs[text], text, cols, {})[0][0][1]
+        return total
 
     def __repr__(self):
         return (f"Model({self.formula.text!r}: n = {self.n}, J = {self.J} groups of {self.group_name!r}, "

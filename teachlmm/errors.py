@@ -33,3 +33,15 @@ class BoundaryWarning(UserWarning):
     valid: it is the maximum of the likelihood over the allowed (positive
     semi-definite) covariance matrices.
     """
+
+
+class MissingValuesWarning(UserWarning):
+    """Rows with a missing value in a column the formula uses were left out (lme4's ``na.omit``)."""
+
+
+class IdentifiabilityWarning(UserWarning):
+    """A part of the model cannot be estimated from this design (e.g. the grouping factor as fixed dummies)."""
+
+
+class ConditioningWarning(UserWarning):
+    """A column's mean is so large against its spread that float64 cross-products lose many digits."""

@@ -252,6 +252,7 @@ class MixedModelResult:
                "Random effects:", self._random_effects_table(),
                f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}", "",
                "Fixed effects:", self._fixed_effects_table()]
+        out[12:12] = [f"({m.n_dropped} observations deleted due to missingness)"] * bool(getattr(m, "n_dropped", 0))
         if self.singular:
             out += ["", "boundary (singular) fit: a variance is (nearly) 0 or a correlation is +-1"]
         if self.method.startswith("EM") and not self.converged:

@@ -77,11 +77,14 @@ def test_missing_column_names_close_matches(radon):
 def test_nan_in_a_used_column(radon):
     data = dict(radon, floor=radon["floor"].copy())
     data["floor"][[3, 7]] = np.nan
-    with pytest.raises(tl.DataError, match="'floor' has 2 missing.*rows 3, 7"):
-        tl.Model("log_radon ~ floor + (1 | county)", data)
+    with pytest.raises(tl.DataError, match="'floor' has 2 missing.*rows 4, 8"):      # counted from 1
+        tl.Model("log_radon ~ floor + (1 | county)", data, missing="error")
+    with pytest.warns(tl.errors.MissingValuesWarning, match="2 row"):             # lme4's na.omit
+        m = tl.Model("log_radon ~ floor + (1 | county)", data)
+    assert m.n == 917 and m.n_dropped == 2 and m.dropped_rows.tolist() == [4, 8]
     data = dict(radon, log_radon=radon["log_radon"].copy())
     data["log_radon"][0] = np.inf
-    with pytest.raises(tl.DataError, match="non-finite"):
+    with pytest.raises(tl.DataError, match="not a finite number.*rows 1"):
         tl.Model("log_radon ~ floor + (1 | county)", data)
 
 

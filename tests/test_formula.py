@@ -62,3 +62,39 @@ def test_white_space_does_not_matter(spaces):
     text = "".join(p + s for p, s in zip(pieces, spaces + [""]))
     f = parse_formula(text)
     assert names(f.fixed) == ["(Intercept)", "x"] and f.random[0].group == "g"
+
+
+def test_function_terms_are_named_as_r_deparses_them():
+    f = parse_formula("y ~ I( age ^ 2 ) + I(x*2) + log( x ) + factor(Diet) + poly(x,2,raw=TRUE) + "
+                      "scale(x, scale=FALSE) + relevel(s, ref='b') + I((x+1)^2/3) + I(-x) + I(1e5*x) + "
+                      "`my var` + offset(w) + (1 + log(x) | g)")
+    assert [t.name for t in f.fixed] == [
+        "(Intercept)", "I(age^2)", "I(x * 2)", "log(x)", "factor(Diet)", "poly(x, 2, raw = TRUE)",
+        "scale(x, scale = FALSE)", 'relevel(s, ref = "b")', "I((x + 1)^2 / 3)", "I(-x)", "I(1e+05 * x)", "`my var`"]
+    assert f.offsets == ("offset(w)",) and [t.name for t in f.random[0].terms] == ["(Intercept)", "log(x)"]
+    assert f.variables == ["y", "age", "x", "Diet", "s", "my var", "w", "g"]
+
+
+def test_power_of_a_group_of_terms():
+    f = parse_formula("y ~ (a + b + c)^2 + (1 | g)")
+    assert [t.name for t in f.fixed] == ["(Intercept)", "a", "b", "c", "a:b", "a:c", "b:c"]
+
+
+@pytest.mark.parametrize("text", [
+    "y ~ " + "*".join(f"x{i}" for i in range(14)) + " + (1 | g)",            # 16,383 terms
+    "y ~ (" + "+".join(f"x{i}" for i in range(50)) + ")^3 + (1 | g)",
+    "y ~ " + " + ".join(f"x{i}" for i in range(1001)) + " + (1 | g)",
+    "y ~ (a+b+c+d+e+f+g1+h)^8:(i+j+k+l+m+n+o+p)^8 + (1 | g)",
+])
+def test_more_than_1000_terms_is_refused_quickly(text):
+    import time
+    start = time.process_time()
+    with pytest.raises(FormulaError, match="more than 1000 terms"):
+        parse_formula(text)
+    assert time.process_time() - start < 1.0        # parsing is linear in the formula and its terms
+
+
+def test_unknown_function_says_make_the_column_first():
+    with pytest.raises(FormulaError, match=r"splines\(\) is not supported.*make the column first") as err:
+        parse_formula("y ~ splines(x) + (1 | g)")
+    assert "position 4" in str(err.value)
