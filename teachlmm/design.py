@@ -1044,11 +1044,22 @@ class Model:
     def _row_values(self, column, data):
         """The values, one per row, of a model column or (given ``data``) a data column."""
         if data is not None:
-            col = get_column(data, column)
+            given = get_column(data, column)
+            col = given.values if isinstance(given, Numeric) else given.labels
             n = self.n if self.codes is None else self.codes.size
-            if col.size != n:
-                raise DataError(f"data has {col.size} rows but the model has {n}: pass the data the model "
+            n_read = n + getattr(self, "n_dropped", 0)         # the rows before missing values were dropped
+            if col.size not in (n, n_read):
+                raise DataError(f"data has {col.size} rows but the model has {n_read}: pass the data the model "
                                 "was built from")
+            if col.size != n:                                 # drop the rows the model dropped
+                col = np.delete(col, self.dropped_rows - 1)
+                given_missing = np.delete(given.missing, self.dropped_rows - 1)
+            else:
+                given_missing = given.missing
+            if given_missing.any():
+                raise DataError(f"column {column!r} has missing values in rows the model uses; a group-level "
+                                "value needs one value per group")
+            return col
         elif column == self.formula.response and self.y is not None:
             col = self.y
         elif column in self.fixef_names and self.X is not None:
@@ -1065,5 +1076,4 @@ class Model:
         if self.codes is None:
             raise DataError("this model was built from chunks and keeps no group codes of the rows, so it "
                             "cannot tell a column's value per group")
-        check_finite(col, column)
         return col
