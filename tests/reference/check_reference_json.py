@@ -29,6 +29,7 @@ def main():
         "suite_reference.json": check_fit,
         "ddf_reference.json": check_fit,
         "multi_factor_reference.json": check_fit,
+        "insteval_reference.json": check_fit,
     }
     for fname, check in files.items():
         path = HERE / fname
