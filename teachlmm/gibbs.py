@@ -70,7 +70,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 import scipy.special
 
-from . import diagnostics
+from . import diagnostics, interweave as _interweave
 from .mme import relative_factor          # batched over chains: G (chains, q, q), sigma2 (chains,)
 from .errors import ConvergenceWarning, TeachLMMError
 
@@ -276,6 +276,7 @@ class ChainStreams(NamedTuple):
     normal: np.random.Generator
     gamma: np.random.Generator
     uniform: np.random.Generator
+    interweave: np.random.Generator        # normals of the interweaving step (teachlmm.interweave)
 
 
 def _chain_generators(seed, chains):
@@ -284,7 +285,7 @@ def _chain_generators(seed, chains):
         raise TeachLMMError("seed must be an int or a numpy SeedSequence (not a Generator): "
                             "each chain gets its own generators spawned from it")
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    return tuple(ChainStreams(*(np.random.default_rng(s) for s in child.spawn(3))) for child in ss.spawn(chains))
+    return tuple(ChainStreams(*(np.random.default_rng(s) for s in child.spawn(4))) for child in ss.spawn(chains))
 
 
 class Noise(NamedTuple):
@@ -308,6 +309,7 @@ class Noise(NamedTuple):
     chi2: np.ndarray
     sigma: np.ndarray
     uniform: Any
+    interweave: Any = None      # (..., p + r + 1) N(0, 1) for the interweaving step (teachlmm.interweave)
 
 
 def _noise_layout(model, prior):
@@ -346,7 +348,8 @@ def draw_noise(rng, model, prior, sweeps=None):
         if uniform is not None:
             uniform[c] = 1.0 - streams.uniform.random(S)      # in (0, 1]
     q = model.q
-    noise = Noise(normals[..., :n_z], normals[..., n_z:], 2.0 * gammas[..., :q], gammas[..., q], uniform)
+    noise = Noise(normals[..., :n_z], normals[..., n_z:], 2.0 * gammas[..., :q], gammas[..., q], uniform,
+                  _interweave.draw_noise(chains, model, S))
     if sweeps is None:
         noise = Noise(*(None if a is None else a[:, 0] for a in noise))
     return Noise(*(None if a is None else a[0] for a in noise)) if one_chain else noise
@@ -360,8 +363,7 @@ def _noise_per_sweep(rng, model, prior, total):
     while done < total:
         noise = draw_noise(rng, model, prior, sweeps=min(block, total - done))
         for i in range(noise.z.shape[1]):
-            yield Noise(noise.z[:, i], noise.bartlett_z[:, i], noise.chi2[:, i], noise.sigma[:, i],
-                        None if noise.uniform is None else noise.uniform[:, i])
+            yield Noise(*(None if a is None else a[:, i] for a in noise))
         done += noise.z.shape[1]
 
 
@@ -783,8 +785,11 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
     return State(0, block.beta_mean, mean_b, G0, s0, cond, rng, model, prior, totals)
 
 
-def step(state):
+def step(state, interweave=True):
     """One Gibbs sweep: (beta, b) | G, sigma2;  then G | b;  then sigma2 | beta, b.
+
+    With ``interweave`` (the default), (beta, G, b) are redrawn after G through
+    the non-centred random effects u_j = L^-1 b_j (:mod:`teachlmm.interweave`).
 
     Pure: returns a new State (the generators inside it advance).
 
@@ -800,6 +805,8 @@ def step(state):
     noise = draw_noise(state.rng, m, prior)
     beta, b, block, mean_b = draw_coefficients(m.stats, totals, state.G, state.sigma2, prior.tau2, noise.z)
     G, G_df, G_scale = draw_G(b, m.blocks, prior, noise.chi2, noise.bartlett_z)
+    if interweave:
+        beta, b, G, _ = _interweave.Interweaving(m, prior)(beta, b, G, state.sigma2, noise.interweave)
     ssr = residual_sum_of_squares(m.stats, totals, beta, b)
     sigma2, shape, rate = draw_sigma2(ssr, totals.n, prior, noise.sigma, noise.uniform)
     s2 = np.asarray(state.sigma2)
@@ -826,8 +833,9 @@ class FastSweep:
     Called as ``sweep(G, sigma2, noise) -> (beta, b, G, sigma2)``, chains on axis 0.
     """
 
-    def __init__(self, model, prior):
+    def __init__(self, model, prior, interweave=True):
         s, self.prior, self.blocks = model.stats, prior, model.blocks
+        self.interweave = _interweave.Interweaving(model, prior) if interweave else None
         J, self.p, self.q = s.XtZ.shape
         if self.q > 2:
             raise TeachLMMError("FastSweep handles q = 1 or 2 random effects; use step() for more")
@@ -890,6 +898,9 @@ class FastSweep:
             b[:, :, 1] = n21 * r[0] + n22 * r[1] + root_s2 * (k21 * z1 + k22 * z2)
         # --- G | b ------------------------------------------------------------------
         G_new = draw_G(b, self.blocks, self.prior, noise.chi2, noise.bartlett_z)[0]
+        if self.interweave is not None:                                # the non-centred redraw
+            beta, b, G_new, _ = self.interweave(beta, b, G_new, sigma2, noise.interweave)
+            r = [self.Zty[k] - beta @ self.ZtX[k] for k in range(q)]
         # --- sigma2 | beta, b:  SSR = r'r + sum_j b_j'(Z_j'Z_j b_j - 2 Z_j'r_j) -------------
         rtr = self.totals.yty + ((beta @ self.totals.XtX - 2.0 * self.totals.Xty) * beta).sum(1)
         ZtZb = [self.ZtZ_diag[0] * b[:, :, 0]] if q == 1 else [
@@ -919,7 +930,7 @@ def _relative_factor_fast(G, sigma2):
 # ----------------------------------------------------------------------------
 
 def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_b=True,
-           progress=False, thin=1):
+           progress=False, thin=1, interweave=True):
     """Draw from the posterior with ``chains`` Gibbs chains advanced together.
 
     The chains start as :func:`init` says and run the sweep of :func:`step`
@@ -974,11 +985,11 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
     prior = state.prior
     total = warmup + draws * thin
     if model.q <= 2:
-        fast, noises = FastSweep(model, prior), _noise_per_sweep(state.rng, model, prior, total)
+        fast, noises = FastSweep(model, prior, interweave), _noise_per_sweep(state.rng, model, prior, total)
         sweep = lambda G, s2: fast(G, s2, next(noises))                       # noqa: E731
     else:
         def sweep(G, s2):
-            s = step(state._replace(G=G, sigma2=s2))
+            s = step(state._replace(G=G, sigma2=s2), interweave)
             return s.beta, s.b, s.G, s.sigma2
     q, p, J = model.q, model.p, model.J
     out = {"beta": np.empty((chains, draws, p)), "G": np.empty((chains, draws, q, q)),
