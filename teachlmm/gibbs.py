@@ -63,16 +63,15 @@ Step through it::
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import scipy.special
 
-from . import diagnostics, interweave as _interweave
+from . import convergence, diagnostics, interweave as _interweave
 from .mme import relative_factor          # batched over chains: G (chains, q, q), sigma2 (chains,)
-from .errors import ConvergenceWarning, TeachLMMError
+from .errors import TeachLMMError
 
 __all__ = ["Prior", "default_prior", "Noise", "draw_noise", "relative_factor", "coefficient_block",
            "draw_coefficients", "bartlett_inv_wishart", "inv_wishart", "draw_G", "residual_sum_of_squares",
@@ -955,10 +954,20 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
         Print sweeps and draws per second to stderr while sampling.
     thin : int > 0
         Keep every ``thin``-th sweep (``draws * thin`` sweeps after warm-up).
+    interweave : bool
+        Add the interweaving step of :mod:`teachlmm.interweave` to every sweep
+        (default; G then mixes several times faster). ``False``: the centred sweep alone.
 
     Returns
     -------
     Posterior
+
+    Warns
+    -----
+    ConvergenceWarning
+        Once, if R-hat > 1.01 or bulk or tail ESS < 400 for any of beta, G,
+        sigma2 (:func:`teachlmm.convergence.check`): the warning names them and
+        says how much longer to run.
 
     Raises
     ------
@@ -1013,8 +1022,9 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
                   f"{rate:.0f} sweeps/s, {rate * chains:.0f} draws/s", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
-    return Posterior(model, out, prior, warmup=warmup, thin=thin,
-                     seconds=time.perf_counter() - start, seed=seed)
+    post = Posterior(model, out, prior, warmup=warmup, thin=thin, seconds=time.perf_counter() - start, seed=seed)
+    convergence.check(post)                     # warns once (R-hat, bulk and tail ESS of beta, G, sigma2)
+    return post
 
 
 class Posterior:
@@ -1150,8 +1160,9 @@ class Posterior:
         effects by name, G as variances and covariances and again as standard
         deviations and correlations (as lmer prints VarCorr), and the residual.
 
-        Warns (ConvergenceWarning) if R-hat > 1.01 or bulk ESS < 400 for any
-        of beta, G, sigma2: run longer (more draws or warm-up) before using the numbers.
+        Prints the convergence message of :func:`teachlmm.convergence.check`
+        (R-hat > 1.01 or bulk or tail ESS < 400 for any of beta, G, sigma2);
+        warns (ConvergenceWarning) only if :func:`sample` has not already.
 
         Examples
         --------
@@ -1185,13 +1196,8 @@ class Posterior:
                "Fixed effects:", table(fixed), "",
                f"Random effects ({m.group_name}):", table(random), "",
                "Residual:", table(residual)]
-        bad = [n for n in self.checked_names()
-               if not (rows[n]["rhat"] <= 1.01) or not (rows[n]["ess_bulk"] >= 400)]
-        if bad:
-            message = (f"the chains have not converged or mixed well enough for {', '.join(bad)} "
-                       f"(R-hat > 1.01 or bulk ESS < 400): run more draws or a longer warm-up "
-                       f"before using these numbers")
-            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+        message = convergence.check(self)       # warns only if sample() has not already
+        if message:
             out += ["", "Warning: " + message]
         return "\n".join(out)
 

@@ -48,6 +48,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.special
 
+NEWTON_STEPS = 1        # Newton steps of the Laplace proposal (see laplace_proposal)
+
 __all__ = ["lower_entries", "prior_blocks", "noncentred", "PriorOnL", "log_prior_L", "Regression", "regression",
            "laplace_proposal", "metropolis_hastings", "interweave", "noise_size", "draw_noise"]
 
@@ -268,34 +270,51 @@ def _L_from(theta, p, st, q):
     return L
 
 
-def laplace_proposal(reg, grad, hess):
-    r"""The Gaussian proposal: one Newton step of log likelihood + log prior, from the likelihood's mean m.
+def laplace_proposal(reg, prior_L, to_L, newton_steps=NEWTON_STEPS):
+    r"""The Gaussian proposal: Newton steps on log likelihood + log prior, from the likelihood's mean m.
 
-    With P the likelihood's precision and g, H the gradient and Hessian of
-    log p(L) at m (zero in beta's coordinates)::
+    The conditional log density of theta = (beta, L's entries) is
+    -(theta - m)'P(theta - m)/2 + log p(L). With g, H the gradient and
+    Hessian of log p(L) at theta_t (zero in beta's coordinates), a Newton step is::
 
-        P_new = P - H,        mean_new = m + P_new^-1 g
+        P_t = P - H,        theta_{t+1} = theta_t + P_t^-1 (g - P (theta_t - m)),     theta_0 = m
 
-    (the Laplace approximation of the conditional posterior after one Newton
-    step). Where P - H is not positive definite (chain by chain) the
-    proposal is the likelihood itself, N(m, P^-1). Either way it depends on
-    (u, sigma2) only.
+    and the proposal is N(theta_T, P_{T-1}^-1) after T steps (the Laplace
+    approximation of the conditional posterior; T = 1 already takes most of the
+    prior's pull). A chain whose P_t is not positive definite stops there (for
+    T = 1: the proposal is the likelihood itself, N(m, P^-1)). Whatever
+    happens, the proposal depends on (u, sigma2) only, never on the current
+    (beta, L), so :func:`metropolis_hastings`'s independence ratio holds.
 
-    Returns (mean, R) with P_new = R R' (R lower triangular): a draw is
+    Parameters
+    ----------
+    reg : :class:`Regression`.   prior_L : :class:`PriorOnL`.
+    to_L : function theta (C, p + r) -> L (C, q, q).
+    newton_steps : int >= 1.
+
+    Returns (mean, R) with precision R R' (R lower triangular): a draw is
     mean + R^-T z, and log q(theta) = -||R'(theta - mean)||^2 / 2 + log|R| + const.
     """
-    d, r = reg.precision.shape[-1], grad.shape[1]
-    Pn = reg.precision.copy()
-    Pn[:, d - r:, d - r:] -= hess
-    g = np.zeros(reg.mean.shape)
-    g[:, d - r:] = grad
-    try:
-        R = np.linalg.cholesky(Pn)
-    except np.linalg.LinAlgError:                               # some chain: P - H not positive definite
-        ok = np.linalg.eigvalsh(Pn)[:, 0] > 0
-        Pn, g = np.where(ok[:, None, None], Pn, reg.precision), np.where(ok[:, None], g, 0.0)
-        R = np.linalg.cholesky(Pn)
-    return reg.mean + np.linalg.solve(Pn, g[:, :, None])[:, :, 0], R
+    P, m = reg.precision, reg.mean
+    d = P.shape[-1]
+    theta, Pn = m, P
+    moving = np.ones(len(m), dtype=bool)
+    for _ in range(newton_steps):
+        _, grad, hess = prior_L.derivatives(to_L(theta))
+        r = grad.shape[1]
+        P_t = P.copy()
+        P_t[:, d - r:, d - r:] -= hess
+        g = -np.einsum("cij,cj->ci", P, theta - m)
+        g[:, d - r:] += grad
+        ok = moving & np.isfinite(g).all(1) & np.isfinite(P_t).all((1, 2))
+        ok[ok] = np.linalg.eigvalsh(P_t[ok])[:, 0] > 0                   # P - H positive definite
+        P_t, g = np.where(ok[:, None, None], P_t, np.eye(d)), np.where(ok[:, None], g, 0.0)
+        theta = theta + np.linalg.solve(P_t, g[:, :, None])[:, :, 0]
+        Pn = np.where(ok[:, None, None], P_t, Pn)
+        moving = ok
+        if not moving.any():
+            break
+    return theta, np.linalg.cholesky(Pn)
 
 
 def metropolis_hastings(current, proposal, log_target, log_proposal, uniform):
@@ -318,7 +337,7 @@ def metropolis_hastings(current, proposal, log_target, log_proposal, uniform):
     return np.where(accept[:, None], proposal, current), accept
 
 
-def interweave(st, prior_L, beta, b, G, sigma2, noise):
+def interweave(st, prior_L, beta, b, G, sigma2, noise, newton_steps=NEWTON_STEPS):
     r"""The interweaving step: (beta, L) redrawn given the non-centred u_j, by Metropolis-Hastings.
 
     1. L = chol(G) (block diagonal for ``||``), u_j = L^-1 b_j;
@@ -344,8 +363,7 @@ def interweave(st, prior_L, beta, b, G, sigma2, noise):
     reg = regression(st, u, sigma2)
     if not reg.usable.all():                                # only after a start at G = 0
         reg = reg._replace(mean=np.where(reg.usable[:, None], reg.mean, current_theta(beta, L, st)))
-    _, grad, hess = prior_L.derivatives(_L_from(reg.mean, p, st, q))
-    mean, R = laplace_proposal(reg, grad, hess)
+    mean, R = laplace_proposal(reg, prior_L, lambda theta: _L_from(theta, p, st, q), newton_steps)
     Rt = np.swapaxes(R, 1, 2)
     proposal = mean + np.linalg.solve(Rt, noise[:, :-1, None])[:, :, 0]        # N(mean, (R R')^-1)
     P2, m2, Rt2, mean2 = (np.concatenate([a, a]) for a in (reg.precision, reg.mean, Rt, mean))

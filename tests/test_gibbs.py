@@ -454,16 +454,20 @@ def test_summary_table(post_m3):
     assert f"{diagnostics.ess_bulk(post_m3.get('floor')):.0f}" in line
 
 
-def test_summary_warns_on_short_chains_and_not_on_good_ones(data):
-    short = gibbs.sample(tl.Model(M1, data), draws=30, warmup=5, chains=2, seed=1)
-    with pytest.warns(ConvergenceWarning, match="R-hat > 1.01 or bulk ESS < 400"):
+def test_sample_warns_once_on_short_chains_and_not_on_good_ones(data):
+    with pytest.warns(ConvergenceWarning, match="R-hat must be <= 1.01 and bulk and tail ESS >= 400") as record:
+        short = gibbs.sample(tl.Model(M1, data), draws=30, warmup=5, chains=2, seed=1)
+    assert len(record) == 1 and "draws=" in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)               # summary() does not warn again
         text = short.summary()
     assert "Warning:" in text
-    good = gibbs.sample(tl.Model(M1, data), draws=1000, warmup=200, chains=4, seed=1)
-    assert all(good._row(n)["ess_bulk"] >= 400 and good._row(n)["rhat"] <= 1.01 for n in good.checked_names())
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
+        good = gibbs.sample(tl.Model(M1, data), draws=1000, warmup=200, chains=4, seed=1)
         assert "Warning:" not in good.summary()
+    assert all(good._row(n)["ess_bulk"] >= 400 and good._row(n)["ess_tail"] >= 400 and good._row(n)["rhat"] <= 1.01
+               for n in good.checked_names())
 
 
 def test_progress_reports_draws_per_second(m3, capsys):

@@ -17,15 +17,20 @@ slowest quantity in the worst of 30 trial data sets, about three in a typical on
 histogram gets a chi-square test of uniformity; the familywise level is 1 %
 (Bonferroni: each p-value must exceed 0.01 / number of parameters).
 
-A deliberately broken sampler, sigma2's conditional rate halved, must fail the
-same test.
+The sampler runs as :func:`teachlmm.gibbs.sample` runs by default, with the
+interweaving step of :mod:`teachlmm.interweave` in every sweep; a q = 3 model
+checks the general (non-fast) path and the 6-entry L of that step.
+
+Deliberately broken samplers must fail the same test: sigma2's conditional rate
+halved, and the interweaving step's Metropolis-Hastings ratio without the
+Jacobian of G = L L'.
 """
 import numpy as np
 import pytest
 import scipy.stats
 
 import teachlmm as tl
-from teachlmm import gibbs
+from teachlmm import gibbs, interweave
 
 REPLICATIONS = 200
 CHAINS, DRAWS, THIN, WARMUP = 9, 11, 8, 100
@@ -63,6 +68,12 @@ def draw_uniform_sigma(rng):
                 sigma2=rng.uniform(0, 2) ** 2)
 
 
+def draw_three(rng):
+    """beta ~ N(0, I), G ~ InvWishart(6, I_3), sigma2 ~ InvGamma(3, 2)."""
+    return dict(beta=rng.normal(size=2), G=inv_wishart_scipy(6, np.eye(3), rng),
+                sigma2=scipy.stats.invgamma(a=3, scale=2).rvs(random_state=rng))
+
+
 G_ENTRIES_2 = ["G[0,0]", "G[1,0]", "G[1,1]"]
 CONFIGS = {
     "correlated": Config("correlated", "y ~ 1 + x + (1 + x | g)",
@@ -74,6 +85,10 @@ CONFIGS = {
     "uniform_sigma": Config("uniform_sigma", "y ~ 1 + x + u + (1 | g)",
                             gibbs.Prior(nu0=3, S0=[[1.0]], tau2=1.0, sigma_max=2.0),
                             ["beta[0]", "beta[1]", "beta[2]", "G[0,0]", "sigma2"], draw_uniform_sigma),
+    "three": Config("three", "y ~ 1 + x + (1 + x + w | g)",
+                    gibbs.Prior(nu0=6, S0=np.eye(3), a0=3, b0=2, tau2=1.0),
+                    ["beta[0]", "beta[1]", "G[0,0]", "G[1,0]", "G[1,1]", "G[2,0]", "G[2,1]", "G[2,2]", "sigma2"],
+                    draw_three),
 }
 
 
@@ -85,9 +100,10 @@ def simulate_data(cfg, truth, rng, J=10):
     q = truth["G"].shape[0]
     b = rng.multivariate_normal(np.zeros(q), truth["G"], size=J)
     X = np.column_stack([np.ones(g.size), x, u[g]])[:, :truth["beta"].size]
-    Z = np.column_stack([np.ones(g.size), x])[:, :q]
+    w = rng.normal(size=g.size) if q == 3 else np.zeros(g.size)       # the third random column (q = 3 only)
+    Z = np.column_stack([np.ones(g.size), x, w])[:, :q]
     y = X @ truth["beta"] + (Z * b[g]).sum(1) + rng.normal(size=g.size) * np.sqrt(truth["sigma2"])
-    return {"y": y, "x": x, "u": u[g], "g": (g + 1).astype(float)}
+    return {"y": y, "x": x, "u": u[g], "w": w, "g": (g + 1).astype(float)}
 
 
 def truth_value(truth, name):
@@ -153,6 +169,22 @@ def test_broken_sampler_fails_calibration(monkeypatch):
     assert pvalues[sigma2] < 1e-6
     assert counts[sigma2][-1] > 3 * REPLICATIONS / BINS        # the truth sits above most draws
     assert pvalues.min() < LEVEL / len(cfg.params)            # i.e. the calibration test fails
+
+
+@pytest.mark.slow
+def test_interweaving_without_the_jacobian_fails_calibration(monkeypatch):
+    """The interweaving step's target without the Jacobian 2^m prod_k |L_kk|^(m-k+1) of G = L L': the step
+    then samples L as if p_IW(L L') were L's density, which pulls G towards 0; the same test rejects."""
+    right = interweave._log_prior_value
+
+    def without_jacobian(L, nu, S):
+        m = L.shape[-1]
+        return right(L, nu, S) - np.log(np.abs(np.diagonal(L, axis1=-2, axis2=-1))) @ (m - np.arange(m))
+    monkeypatch.setattr(interweave, "_log_prior_value", without_jacobian)
+    cfg = CONFIGS["correlated"]
+    pvalues, counts = uniformity_pvalues(sbc_ranks(cfg, seed=2018))
+    report = "\n".join(f"{p:>8} p = {pv:.3g} counts {c.tolist()}" for p, pv, c in zip(cfg.params, pvalues, counts))
+    assert pvalues.min() < LEVEL / len(cfg.params), report
 
 
 def test_uniformity_test_has_power_and_size():
