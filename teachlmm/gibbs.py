@@ -69,7 +69,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 import scipy.special
 
-from . import convergence, diagnostics, interweave as _interweave
+from . import convergence, diagnostics, huang_wand, interweave as _interweave
 from .mme import relative_factor          # batched over chains: G (chains, q, q), sigma2 (chains,)
 from .errors import TeachLMMError
 
@@ -103,8 +103,17 @@ class Prior:
         sigma2 ~ InvGamma(a0, b0)         sigma2 | . ~ InvGamma(a0 + n/2, b0 + SSR/2)
         or, with sigma_max:  sigma ~ Uniform(0, sigma_max)   (JAGS/BUGS's favourite)
 
-    Defaults (:func:`default_prior`; weakly informative and on the data's scale,
-    with v = var(y) and m_k = mean(z_k^2) the mean square of random column k):
+    **The default** (``Prior()``, :func:`default_prior`) when neither nu0 nor S0
+    is given: the Huang-Wand prior on G (:mod:`teachlmm.huang_wand`: each
+    standard deviation half-t(2, A_k), uniform correlations; ``A`` sets the
+    scales, default A_k = sd(y) / rms(z_k)); when none of a0, b0, sigma_max is
+    given: Jeffreys' p(sigma2) ~ 1/sigma2 (sigma2 | . ~ InvGamma(n/2, SSR/2));
+    beta flat. :meth:`describe` names the prior in force.
+
+    When nu0 or S0 is given, G's prior is the inverse-Wishart, with these
+    defaults for the other (and a0, b0 below when one of them is given;
+    weakly informative and on the data's scale, with v = var(y) and
+    m_k = mean(z_k^2) the mean square of random column k):
 
     * ``tau2 = inf``: a flat prior on beta. The posterior is proper because X
       has full rank (``Model`` checks it), and beta given (G, sigma2) is then
@@ -131,6 +140,8 @@ class Prior:
         sigma2 (then a0, b0 must not be given). Its conditional is
         ``sigma2 ~ InvGamma((n - 1)/2, SSR/2)`` truncated to sigma < sigma_max,
         drawn exactly (see :func:`draw_sigma2`).
+    A : float or (q,) array_like, optional  (> 0)
+        The half-t scales of the Huang-Wand prior (not with nu0 or S0).
 
     Examples
     --------
@@ -149,6 +160,7 @@ class Prior:
     b0: Optional[float] = None
     tau2: Any = None
     sigma_max: Optional[float] = None
+    A: Any = None
 
     def __post_init__(self):
         """Check every hyperparameter that was given (those that need the model: in resolve)."""
@@ -184,6 +196,20 @@ class Prior:
                 raise TeachLMMError(f"prior tau2 must be a positive number (or one per fixed effect; "
                                     f"np.inf for a flat prior), got {self.tau2!r}")
             put("tau2", float(tau2) if tau2.ndim == 0 else tau2)
+        if self.A is not None:
+            A = np.atleast_1d(np.asarray(self.A, dtype=float))
+            if A.ndim != 1 or not np.all(np.isfinite(A)) or np.any(A <= 0):
+                raise TeachLMMError(f"prior A (the half-t scales of the Huang-Wand prior) must be a positive "
+                                    f"number or one per random effect, got {self.A!r}")
+            if self.nu0 is not None or self.S0 is not None:
+                raise TeachLMMError("give either nu0, S0 (G ~ InvWishart) or A (G ~ Huang-Wand with half-t "
+                                    "scales A), not both")
+            put("A", A)
+
+    @property
+    def is_huang_wand(self):
+        """True when G's prior is Huang-Wand's (neither nu0 nor S0 given)."""
+        return self.A is not None or (self.nu0 is None and self.S0 is None)
 
     def resolve(self, model):
         """This prior with every default filled in for ``model``, checked against its sizes.
@@ -193,32 +219,56 @@ class Prior:
         TeachLMMError
             nu0 <= q - 1 (improper), S0 not q x q, tau2 not a scalar or of length p.
         """
-        base = default_prior(model)
-        if self.sigma_max is not None:
+        if self.is_resolved:
+            return self
+        base = _inverse_wishart_defaults(model)
+        q, p = model.q, model.p
+        jeffreys = self.sigma_max is None and self.a0 is None and self.b0 is None
+        if self.sigma_max is not None or jeffreys:
             values = {f.name: getattr(self, f.name) for f in fields(self)}
             values["a0"] = values["b0"] = None
         else:
             values = {f.name: (getattr(base, f.name) if getattr(self, f.name) is None
                                else getattr(self, f.name)) for f in fields(self)}
-        for name in ("nu0", "S0", "tau2"):
-            if values[name] is None:
+        if values["tau2"] is None:
+            values["tau2"] = base.tau2
+        tau2 = np.asarray(values["tau2"])
+        if tau2.ndim == 1 and tau2.shape != (p,):
+            raise TeachLMMError(f"prior tau2 has {tau2.size} entries but the model has p = {p} fixed "
+                                f"effects ({', '.join(model.fixef_names)}): give one number or {p}")
+        if self.is_huang_wand:
+            A = huang_wand.default_scales(model) if self.A is None else self.A
+            if A.size == 1:
+                A = np.full(q, float(A[0]))
+            if A.shape != (q,):
+                raise TeachLMMError(f"prior A has {A.size} entries but the model has q = {q} random effects "
+                                    f"({', '.join(model.ranef_names)}): give one number or {q}")
+            values.update(A=A, nu0=None, S0=None)
+        for name in ("nu0", "S0"):
+            if values[name] is None and not self.is_huang_wand:
                 values[name] = getattr(base, name)
-        q, p = model.q, model.p
+        if self.is_huang_wand:
+            resolved = Prior(**values)
+            object.__setattr__(resolved, "nu0", huang_wand.NU + q - 1)    # the df of G | a (the sweep reads it)
+            if jeffreys:
+                object.__setattr__(resolved, "a0", 0.0)                   # p(sigma2) ~ 1/sigma2
+                object.__setattr__(resolved, "b0", 0.0)
+            return resolved
         if values["nu0"] <= q - 1:
             raise TeachLMMError(f"prior nu0 = {values['nu0']:g} is improper for q = {q} random effects: "
                                 f"an inverse-Wishart needs nu0 > q - 1 = {q - 1}; the default is q + 1 = {q + 1}")
         if values["S0"].shape != (q, q):
             raise TeachLMMError(f"prior S0 has shape {values['S0'].shape} but the model has q = {q} random "
                                 f"effects ({', '.join(model.ranef_names)}): give a {q} x {q} matrix")
-        tau2 = np.asarray(values["tau2"])
-        if tau2.ndim == 1 and tau2.shape != (p,):
-            raise TeachLMMError(f"prior tau2 has {tau2.size} entries but the model has p = {p} fixed "
-                                f"effects ({', '.join(model.fixef_names)}): give one number or {p}")
-        return Prior(**values)
+        resolved = Prior(**values)
+        if jeffreys:
+            object.__setattr__(resolved, "a0", 0.0)                       # p(sigma2) ~ 1/sigma2
+            object.__setattr__(resolved, "b0", 0.0)
+        return resolved
 
     @property
     def is_resolved(self):
-        return self.nu0 is not None and self.S0 is not None and self.tau2 is not None and (
+        return self.nu0 is not None and (self.S0 is not None or self.A is not None) and self.tau2 is not None and (
             self.sigma_max is not None or (self.a0 is not None and self.b0 is not None))
 
     def describe(self):
@@ -230,9 +280,14 @@ class Prior:
             beta = "beta flat" if np.isinf(tau2) else f"beta ~ N(0, {num(tau2)} I)"
         else:
             beta = f"beta ~ N(0, diag({', '.join('inf' if np.isinf(t) else num(t) for t in tau2)}))"
-        S0 = "[" + ", ".join("[" + ", ".join(num(v) for v in row) + "]" for row in self.S0) + "]"
-        G = f"G ~ InvWishart(nu0 = {num(self.nu0)}, S0 = {S0})"
+        if self.A is not None:
+            G = (f"G ~ Huang-Wand(nu = {num(huang_wand.NU)}, A = [{', '.join(num(a) for a in self.A)}]) "
+                 f"(sd_k ~ half-t(2, A_k), correlations uniform)")
+        else:
+            S0 = "[" + ", ".join("[" + ", ".join(num(v) for v in row) + "]" for row in self.S0) + "]"
+            G = f"G ~ InvWishart(nu0 = {num(self.nu0)}, S0 = {S0})"
         sig = (f"sigma ~ Uniform(0, {num(self.sigma_max)})" if self.sigma_max is not None else
+               "p(sigma2) ~ 1/sigma2 (Jeffreys)" if self.a0 == 0 and self.b0 == 0 else
                f"sigma2 ~ InvGamma(a0 = {num(self.a0)}, b0 = {num(self.b0)})")
         return f"{beta}; {G}; {sig}"
 
@@ -244,15 +299,20 @@ class Prior:
 
 
 def default_prior(model):
-    """The default :class:`Prior` for ``model`` (see :class:`Prior` for the reasons).
+    """The default :class:`Prior` for ``model``: Huang-Wand on G, Jeffreys on sigma2, beta flat.
 
     Examples
     --------
     >>> import teachlmm as tl
     >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
     >>> print(default_prior(model).describe())
-    beta flat; G ~ InvWishart(nu0 = 2, S0 = [[0.07282]]); sigma2 ~ InvGamma(a0 = 0.5, b0 = 0.3641)
+    beta flat; G ~ Huang-Wand(nu = 2, A = [0.8534]) (sd_k ~ half-t(2, A_k), correlations uniform); p(sigma2) ~ 1/sigma2 (Jeffreys)
     """
+    return Prior().resolve(model)
+
+
+def _inverse_wishart_defaults(model):
+    """The inverse-Wishart / inverse-gamma defaults for the arguments not given (see :class:`Prior`)."""
     v = float(np.var(model.y, ddof=1))
     m = np.diag(model.stats.ZtZ.sum(0)) / model.n                   # mean square of each z_k
     S0 = np.diag(v / (10 * np.where(m > 0, m, 1.0)))
@@ -309,6 +369,7 @@ class Noise(NamedTuple):
     sigma: np.ndarray
     uniform: Any
     interweave: Any = None      # (..., p + r + 1) N(0, 1) for the interweaving step (teachlmm.interweave)
+    a_gamma: Any = None         # (..., q) Gamma((nu + q_B)/2, 1) for the Huang-Wand a_k (teachlmm.huang_wand)
 
 
 def _noise_layout(model, prior):
@@ -318,6 +379,8 @@ def _noise_layout(model, prior):
     dfs = [prior.nu0 - q + len(B) + J for B in model.blocks]
     shapes = [(df - k) / 2.0 for df, B in zip(dfs, model.blocks) for k in range(len(B))]
     shapes.append(sigma2_conditional(0.0, model.n, prior)[0])
+    if prior.A is not None:                             # Huang-Wand: the a_k's gammas (teachlmm.huang_wand)
+        shapes += huang_wand.gamma_shapes(model.blocks)
     return p + J * q, n_bartlett, shapes
 
 
@@ -348,7 +411,7 @@ def draw_noise(rng, model, prior, sweeps=None):
             uniform[c] = 1.0 - streams.uniform.random(S)      # in (0, 1]
     q = model.q
     noise = Noise(normals[..., :n_z], normals[..., n_z:], 2.0 * gammas[..., :q], gammas[..., q], uniform,
-                  _interweave.draw_noise(chains, model, S))
+                  _interweave.draw_noise(chains, model, S), gammas[..., q + 1:] if prior.A is not None else None)
     if sweeps is None:
         noise = Noise(*(None if a is None else a[:, 0] for a in noise))
     return Noise(*(None if a is None else a[0] for a in noise)) if one_chain else noise
@@ -592,7 +655,7 @@ def draw_G(b, blocks, prior, chi2, z):
     for block in blocks:                            # one inverse-Wishart per block; never a loop over groups
         qb, bb = len(block), b[..., block]
         ix = (Ellipsis,) + np.ix_(block, block)
-        scale[ix] = prior.S0[ix[1:]] + _t(bb) @ bb
+        scale[ix] = prior.S0[ix] + _t(bb) @ bb
         dfs.append(float(prior.nu0 - q + qb + J))
         m = qb * (qb - 1) // 2
         G[ix] = bartlett_inv_wishart(scale[ix], chi2[..., used_chi2:used_chi2 + qb], z[..., used_z:used_z + m])
@@ -803,7 +866,9 @@ def step(state, interweave=True):
     m, prior, totals = state.model, state.prior, state.totals
     noise = draw_noise(state.rng, m, prior)
     beta, b, block, mean_b = draw_coefficients(m.stats, totals, state.G, state.sigma2, prior.tau2, noise.z)
-    G, G_df, G_scale = draw_G(b, m.blocks, prior, noise.chi2, noise.bartlett_z)
+    G_prior = prior if prior.A is None else huang_wand.G_prior_given_a(     # Huang-Wand: a | G, then G | a, b
+        huang_wand.draw_a(state.G, m.blocks, prior.A, noise.a_gamma))
+    G, G_df, G_scale = draw_G(b, m.blocks, G_prior, noise.chi2, noise.bartlett_z)
     if interweave:
         beta, b, G, _ = _interweave.Interweaving(m, prior)(beta, b, G, state.sigma2, noise.interweave)
     ssr = residual_sum_of_squares(m.stats, totals, beta, b)
@@ -896,7 +961,9 @@ class FastSweep:
             b[:, :, 0] = n11 * r[0] + n21 * r[1] + root_s2 * (k11 * z1 + k12 * z2)
             b[:, :, 1] = n21 * r[0] + n22 * r[1] + root_s2 * (k21 * z1 + k22 * z2)
         # --- G | b ------------------------------------------------------------------
-        G_new = draw_G(b, self.blocks, self.prior, noise.chi2, noise.bartlett_z)[0]
+        G_prior = self.prior if self.prior.A is None else huang_wand.G_prior_given_a(
+            huang_wand.draw_a(G, self.blocks, self.prior.A, noise.a_gamma))
+        G_new = draw_G(b, self.blocks, G_prior, noise.chi2, noise.bartlett_z)[0]
         if self.interweave is not None:                                # the non-centred redraw
             beta, b, G_new, _ = self.interweave(beta, b, G_new, sigma2, noise.interweave)
             r = [self.Zty[k] - beta @ self.ZtX[k] for k in range(q)]

@@ -48,6 +48,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.special
 
+from . import huang_wand
+
 NEWTON_STEPS = 1        # Newton steps of the Laplace proposal (see laplace_proposal)
 
 __all__ = ["lower_entries", "prior_blocks", "noncentred", "PriorOnL", "log_prior_L", "Regression", "regression",
@@ -72,10 +74,13 @@ def prior_blocks(prior, blocks):
     """(block, nu_B, S_B) of the inverse-Wishart on each diagonal block of G, as :func:`teachlmm.gibbs.draw_G` uses it.
 
     One block: InvWishart(nu0, S0). Uncorrelated blocks: the marginal of the
-    full prior, InvWishart(nu0 - q + q_B, S0[B, B]).
+    full prior, InvWishart(nu0 - q + q_B, S0[B, B]). ``prior`` may be the
+    inverse-Wishart of G given the Huang-Wand a (:func:`teachlmm.huang_wand.G_prior_given_a`),
+    with one S0 per chain.
     """
     q = prior.S0.shape[-1]
-    return [(block, float(prior.nu0 - q + len(block)), prior.S0[np.ix_(block, block)]) for block in blocks]
+    return [(block, float(prior.nu0 - q + len(block)), prior.S0[(Ellipsis,) + np.ix_(block, block)])
+            for block in blocks]
 
 
 def noncentred(b, L):
@@ -139,22 +144,35 @@ class PriorOnL:
     from a continuous proposal, so a zero has probability 0).
     """
 
-    def __init__(self, blocks_prior):
+    def __init__(self, blocks_prior, huang_wand_A=None):
         self.parts = []
         for block, nu, S in blocks_prior:
             whole = len(blocks_prior) == 1
             ix = (slice(None),) + ((slice(None), slice(None)) if whole else np.ix_(block, block))
-            self.parts.append((ix, float(nu), np.asarray(S, dtype=float), np.tril_indices(len(block))))
+            if huang_wand_A is None:
+                S = np.asarray(S, dtype=float)
+                value = lambda L, nu=nu, S=S: _log_prior_value(L, nu, S)            # noqa: E731
+                both = lambda L, nu=nu, S=S: _log_prior_block(L, nu, S)             # noqa: E731
+            else:
+                A = huang_wand_A[block]
+                value = lambda L, A=A: huang_wand._log_density_L(L, A, derivatives=False)  # noqa: E731
+                both = lambda L, A=A: huang_wand._log_density_L(L, A)                # noqa: E731
+            self.parts.append((ix, value, both, np.tril_indices(len(block))))
+
+    @classmethod
+    def huang_wand(cls, blocks, A):
+        """log p(L) under the Huang-Wand prior with a integrated out (:func:`teachlmm.huang_wand._log_density_L`)."""
+        return cls([(block, None, None) for block in blocks], huang_wand_A=np.asarray(A, dtype=float))
 
     def value(self, L):
         """log p(L), (C,)."""
-        return sum(_log_prior_value(L[ix], nu, S) for ix, nu, S, _ in self.parts)
+        return sum(value(L[ix]) for ix, value, _, _ in self.parts)
 
     def derivatives(self, L):
         """(log p(L) (C,), gradient (C, r), Hessian (C, r, r))."""
         f, grads, hessians = 0.0, [], []
-        for ix, nu, S, (rows, cols) in self.parts:
-            fb, g, h = _log_prior_block(L[ix], nu, S)
+        for ix, _, both, (rows, cols) in self.parts:
+            fb, g, h = both(L[ix])
             f = f + fb
             grads.append(g[:, rows, cols])
             hessians.append(h[:, rows, cols][:, :, rows, cols])
@@ -209,15 +227,20 @@ class Statistics(NamedTuple):
     beta_precision: np.ndarray  # (p, p) diag(1 / tau2)
     rows: np.ndarray            # the (k, l) of lower_entries
     cols: np.ndarray
+    at_WW: np.ndarray           # where W'W, W'X, W'y sit in the flattened products of regression()
+    at_WX: np.ndarray
+    at_Wy: np.ndarray
 
 
 def statistics(stats, blocks, tau2):
     """Rearrange ``model.stats`` for :func:`regression` (once per model and prior)."""
     J, p, q = stats.XtZ.shape
-    entries = np.array(lower_entries(blocks))
+    k, l = np.array(lower_entries(blocks)).T
+    at_WW = np.ravel_multi_index((l[:, None], l[None, :], k[:, None], k[None, :]), (q, q, q, q))
+    at_WX = np.ravel_multi_index((l[:, None], np.arange(p)[None, :], k[:, None]), (q, p, q))
     return Statistics(stats.ZtZ.reshape(J, q * q), stats.XtZ.reshape(J, p * q), stats.Zty,
                       stats.XtX.sum(0), stats.Xty.sum(0), np.diag(1.0 / np.broadcast_to(tau2, (p,))),
-                      entries[:, 0], entries[:, 1])
+                      k, l, at_WW, at_WX, np.ravel_multi_index((l, k), (q, q)))
 
 
 def regression(st, u, sigma2):
@@ -238,18 +261,17 @@ def regression(st, u, sigma2):
     C, J, q = u.shape
     p = st.XtX.shape[0]
     ut = np.swapaxes(u, 1, 2)                                           # (C, q, J)
-    uu = (u[:, :, :, None] * u[:, :, None, :]).reshape(C, J, q * q)
-    WW4 = (np.swapaxes(uu, 1, 2) @ st.ZtZ).reshape(C, q, q, q, q)       # [c, l, n, k, m]
-    WX4 = (ut @ st.XtZ).reshape(C, q, p, q)                             # [c, l, :, k]
-    Wy2 = ut @ st.Zty                                                   # [c, l, k]
-    k, l = st.rows, st.cols
-    WW = WW4[:, l[:, None], l[None, :], k[:, None], k[None, :]]
-    WX = WX4[:, l, :, k].swapaxes(0, 1)                                # (C, r, p)
-    Wy = Wy2[:, l, k]
-    top = np.broadcast_to(st.XtX + sigma2[:, None, None] * st.beta_precision, (C, p, p))
-    P = np.concatenate([np.concatenate([top, np.swapaxes(WX, 1, 2)], axis=2),
-                        np.concatenate([WX, WW], axis=2)], axis=1) / sigma2[:, None, None]
-    c = np.concatenate([np.broadcast_to(st.Xty, (C, p)), Wy], axis=1) / sigma2[:, None]
+    uu = np.einsum("cjl,cjn->clnj", u, u).reshape(C, q * q, J)
+    WW = (uu @ st.ZtZ).reshape(C, -1).take(st.at_WW, axis=1)           # [c, (l, n, k, m)] -> (C, r, r)
+    WX = (ut @ st.XtZ).reshape(C, -1).take(st.at_WX, axis=1)           # [c, (l, :, k)] -> (C, r, p)
+    Wy = (ut @ st.Zty).reshape(C, -1).take(st.at_Wy, axis=1)           # [c, (l, k)] -> (C, r)
+    P = np.empty((C, p + WW.shape[1], p + WW.shape[1]))
+    P[:, :p, :p] = st.XtX + sigma2[:, None, None] * st.beta_precision
+    P[:, p:, :p], P[:, :p, p:], P[:, p:, p:] = WX, np.swapaxes(WX, 1, 2), WW
+    P /= sigma2[:, None, None]
+    c = np.empty((C, P.shape[1]))
+    c[:, :p], c[:, p:] = st.Xty, Wy
+    c /= sigma2[:, None]
     usable = np.ones(C, dtype=bool)
     try:
         mean = np.linalg.solve(P, c[:, :, None])[:, :, 0]
@@ -297,7 +319,7 @@ def laplace_proposal(reg, prior_L, to_L, newton_steps=NEWTON_STEPS):
     """
     P, m = reg.precision, reg.mean
     d = P.shape[-1]
-    theta, Pn = m, P
+    theta, Pn, R = m, P, None
     moving = np.ones(len(m), dtype=bool)
     for _ in range(newton_steps):
         _, grad, hess = prior_L.derivatives(to_L(theta))
@@ -306,15 +328,21 @@ def laplace_proposal(reg, prior_L, to_L, newton_steps=NEWTON_STEPS):
         P_t[:, d - r:, d - r:] -= hess
         g = -np.einsum("cij,cj->ci", P, theta - m)
         g[:, d - r:] += grad
-        ok = moving & np.isfinite(g).all(1) & np.isfinite(P_t).all((1, 2))
-        ok[ok] = np.linalg.eigvalsh(P_t[ok])[:, 0] > 0                   # P - H positive definite
-        P_t, g = np.where(ok[:, None, None], P_t, np.eye(d)), np.where(ok[:, None], g, 0.0)
+        try:                                                    # P - H positive definite in every chain?
+            R_t = np.linalg.cholesky(P_t) if moving.all() else None
+        except np.linalg.LinAlgError:
+            R_t = None
+        if R_t is None:                                         # not everywhere: those chains stop here
+            ok = moving & np.isfinite(g).all(1) & np.isfinite(P_t).all((1, 2))
+            ok[ok] = np.linalg.eigvalsh(P_t[ok])[:, 0] > 0
+            P_t, g = np.where(ok[:, None, None], P_t, np.eye(d)), np.where(ok[:, None], g, 0.0)
+            Pn, R, moving = np.where(ok[:, None, None], P_t, Pn), None, ok
+        else:
+            Pn, R = P_t, R_t
         theta = theta + np.linalg.solve(P_t, g[:, :, None])[:, :, 0]
-        Pn = np.where(ok[:, None, None], P_t, Pn)
-        moving = ok
         if not moving.any():
             break
-    return theta, np.linalg.cholesky(Pn)
+    return theta, (np.linalg.cholesky(Pn) if R is None else R)
 
 
 def metropolis_hastings(current, proposal, log_target, log_proposal, uniform):
@@ -437,11 +465,14 @@ class Interweaving:
 
     def __init__(self, model, prior):
         self.statistics = statistics(model.stats, model.blocks, prior.tau2)
-        self.prior_L = PriorOnL(prior_blocks(prior, model.blocks))
+        self.blocks, self.prior = model.blocks, prior
+        self.prior_L = (PriorOnL.huang_wand(model.blocks, prior.A) if prior.A is not None
+                        else PriorOnL(prior_blocks(prior, model.blocks)))
 
     def __call__(self, beta, b, G, sigma2, noise):
+        prior_L = self.prior_L
         one = np.ndim(sigma2) == 0
         if one:
             beta, b, G, sigma2, noise = beta[None], b[None], G[None], np.asarray(sigma2)[None], noise[None]
-        out = interweave(self.statistics, self.prior_L, beta, b, G, np.asarray(sigma2, dtype=float), noise)
+        out = interweave(self.statistics, prior_L, beta, b, G, np.asarray(sigma2, dtype=float), noise)
         return tuple(a[0] for a in out) if one else out
