@@ -26,6 +26,12 @@ settle into the posterior. One sweep (:func:`step`) has three blocks:
 3. **sigma2** given (beta, b): ``InvGamma(a0 + n/2, b0 + SSR/2)``,
    SSR = ||y - X beta - Z b||^2.
 
+Between 2 and 3 the sweep redraws (beta, G, b) once more through the
+non-centred random effects u_j = L^-1 b_j, G = L L' (a Metropolis-Hastings
+step, :mod:`teachlmm.interweave`): G then mixes several times faster. Under
+the default prior on G, Huang and Wand's (:mod:`teachlmm.huang_wand`), block 2
+first draws the prior's auxiliary variables a given G, then G given (a, b).
+
 Every block uses the data only through the per-group cross-products
 (``model.stats``), so a sweep costs O(J (p+q)^3) whatever the number of rows
 n, and all groups are handled by one batched numpy call. The singular-safe
@@ -148,8 +154,8 @@ class Prior:
     >>> import numpy as np, teachlmm as tl
     >>> model = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
     >>> prior = Prior(nu0=3, S0=np.eye(2)).resolve(model)
-    >>> prior.nu0, prior.a0, prior.tau2
-    (3.0, 0.5, inf)
+    >>> prior.nu0, prior.a0, prior.tau2          # a0 = b0 = 0: Jeffreys, the default for sigma2
+    (3.0, 0.0, inf)
     >>> print(Prior(nu0=3, S0=np.eye(2), tau2=1e4, sigma_max=100).resolve(model).describe())
     beta ~ N(0, 1e+04 I); G ~ InvWishart(nu0 = 3, S0 = [[1, 0], [0, 1]]); sigma ~ Uniform(0, 100)
     """
@@ -306,7 +312,7 @@ def default_prior(model):
     >>> import teachlmm as tl
     >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
     >>> print(default_prior(model).describe())
-    beta flat; G ~ Huang-Wand(nu = 2, A = [0.8534]) (sd_k ~ half-t(2, A_k), correlations uniform); p(sigma2) ~ 1/sigma2 (Jeffreys)
+    beta flat; G ~ Huang-Wand(nu = 2, A = [0.8533]) (sd_k ~ half-t(2, A_k), correlations uniform); p(sigma2) ~ 1/sigma2 (Jeffreys)
     """
     return Prior().resolve(model)
 
@@ -860,8 +866,8 @@ def step(state, interweave=True):
     >>> import teachlmm as tl
     >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
     >>> s = step(step(init(model, seed=1)))
-    >>> s.iteration, s.cond.sigma2_shape       # a0 + n/2 = 0.5 + 919/2
-    (2, 460.0)
+    >>> s.iteration, s.cond.sigma2_shape       # a0 + n/2 = 0 + 919/2 (Jeffreys)
+    (2, 459.5)
     """
     m, prior, totals = state.model, state.prior, state.totals
     noise = draw_noise(state.rng, m, prior)

@@ -59,7 +59,7 @@ def default_scales(model):
     >>> import teachlmm as tl
     >>> model = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
     >>> default_scales(model).round(3)
-    array([0.853, 1.878])
+    array([0.853, 2.091])
     """
     sd = float(np.std(model.y, ddof=1))
     ms = np.diag(model.stats.ZtZ.sum(0)) / model.n                     # mean(z_k^2)

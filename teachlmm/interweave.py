@@ -33,6 +33,9 @@ G ~ InvWishart(nu, S) on a block of size m the map L -> G = L L' has Jacobian
              = -sum_k (nu + k) log|L_kk| - tr(S L^-T L^-1) / 2 + const.
 
 For ``(1 + x || g)`` L is block diagonal and log p(L) is the sum over blocks.
+Under the Huang-Wand prior (:mod:`teachlmm.huang_wand`) p(G) is its marginal
+density, the auxiliary a integrated out (the sweep draws a afresh before each
+G-draw, so the step need not condition on it).
 
 The step is not conjugate (the prior on L is not Gaussian): it is an
 independence Metropolis-Hastings step whose proposal is the Gaussian
@@ -50,7 +53,8 @@ import scipy.special
 
 from . import huang_wand
 
-NEWTON_STEPS = 1        # Newton steps of the Laplace proposal (see laplace_proposal)
+NEWTON_STEPS = 1                # Newton steps of the Laplace proposal (see laplace_proposal, Interweaving)
+HUANG_WAND_NEWTON_STEPS = 3     # the same under the Huang-Wand prior
 
 __all__ = ["lower_entries", "prior_blocks", "noncentred", "PriorOnL", "log_prior_L", "Regression", "regression",
            "laplace_proposal", "metropolis_hastings", "interweave", "noise_size", "draw_noise"]
@@ -292,7 +296,7 @@ def _L_from(theta, p, st, q):
     return L
 
 
-def laplace_proposal(reg, prior_L, to_L, newton_steps=NEWTON_STEPS):
+def laplace_proposal(reg, prior_L, to_L, newton_steps=None):
     r"""The Gaussian proposal: Newton steps on log likelihood + log prior, from the likelihood's mean m.
 
     The conditional log density of theta = (beta, L's entries) is
@@ -312,13 +316,14 @@ def laplace_proposal(reg, prior_L, to_L, newton_steps=NEWTON_STEPS):
     ----------
     reg : :class:`Regression`.   prior_L : :class:`PriorOnL`.
     to_L : function theta (C, p + r) -> L (C, q, q).
-    newton_steps : int >= 1.
+    newton_steps : int >= 1 (default: the module's NEWTON_STEPS).
 
     Returns (mean, R) with precision R R' (R lower triangular): a draw is
     mean + R^-T z, and log q(theta) = -||R'(theta - mean)||^2 / 2 + log|R| + const.
     """
     P, m = reg.precision, reg.mean
     d = P.shape[-1]
+    newton_steps = NEWTON_STEPS if newton_steps is None else newton_steps
     theta, Pn, R = m, P, None
     moving = np.ones(len(m), dtype=bool)
     for _ in range(newton_steps):
@@ -365,7 +370,7 @@ def metropolis_hastings(current, proposal, log_target, log_proposal, uniform):
     return np.where(accept[:, None], proposal, current), accept
 
 
-def interweave(st, prior_L, beta, b, G, sigma2, noise, newton_steps=NEWTON_STEPS):
+def interweave(st, prior_L, beta, b, G, sigma2, noise, newton_steps=None):
     r"""The interweaving step: (beta, L) redrawn given the non-centred u_j, by Metropolis-Hastings.
 
     1. L = chol(G) (block diagonal for ``||``), u_j = L^-1 b_j;
@@ -468,11 +473,17 @@ class Interweaving:
         self.blocks, self.prior = model.blocks, prior
         self.prior_L = (PriorOnL.huang_wand(model.blocks, prior.A) if prior.A is not None
                         else PriorOnL(prior_blocks(prior, model.blocks)))
+        # Newton steps of the proposal: the inverse-Wishart's tr(S G^-1) keeps the conditional of L away
+        # from L_kk = 0 and one step suffices (acceptance ~88 % on radon M3); Huang-Wand's marginal allows
+        # G_kk near 0, where the Gaussian approximation needs the full iteration (measured: ESS of G[1,1]
+        # on radon M3, seed 5, 163 with one step, 525 with three).
+        self.newton_steps = HUANG_WAND_NEWTON_STEPS if prior.A is not None else NEWTON_STEPS
 
     def __call__(self, beta, b, G, sigma2, noise):
         prior_L = self.prior_L
         one = np.ndim(sigma2) == 0
         if one:
             beta, b, G, sigma2, noise = beta[None], b[None], G[None], np.asarray(sigma2)[None], noise[None]
-        out = interweave(self.statistics, prior_L, beta, b, G, np.asarray(sigma2, dtype=float), noise)
+        out = interweave(self.statistics, prior_L, beta, b, G, np.asarray(sigma2, dtype=float), noise,
+                         self.newton_steps)
         return tuple(a[0] for a in out) if one else out
