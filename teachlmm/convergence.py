@@ -73,7 +73,7 @@ def check(post, warn=True, stacklevel=3):
         if post.n_draws < MIN_DRAWS:
             post.convergence_message = (f"only {post.n_draws} draws per chain: too few to check convergence "
                                         f"(R-hat and ESS need at least {MIN_DRAWS}); do not use these numbers "
-                                        f"for inference (the default, draws=2000, is enough for typical models)")
+                                        f"for inference (the default, draws=4000, is enough for typical models)")
         else:
             post.convergence_message = message(post, problems(post))
         if warn and post.convergence_message:

@@ -1001,7 +1001,7 @@ def _relative_factor_fast(G, sigma2):
 # many sweeps: sample() and the Posterior
 # ----------------------------------------------------------------------------
 
-def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_b=True,
+def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep_b=True,
            progress=False, thin=1, interweave=True):
     """Draw from the posterior with ``chains`` Gibbs chains advanced together.
 
@@ -1012,7 +1012,10 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
     ----------
     model : Model
     draws : int > 0
-        Draws kept per chain (after warm-up and thinning).
+        Draws kept per chain (after warm-up and thinning). The default, 4 x 4000
+        after 1000 warm-up, gives bulk and tail ESS >= 400 and R-hat <= 1.01 for
+        every parameter of radon M3 in 9 of seeds 0-9 under the default prior
+        (tests/benchmarks and the issue-15 report have the measurement).
     warmup : int >= 0
         Sweeps discarded at the start of every chain.
     chains : int > 0
