@@ -57,7 +57,8 @@ NEWTON_STEPS = 1                # Newton steps of the Laplace proposal (see lapl
 HUANG_WAND_NEWTON_STEPS = 3     # the same under the Huang-Wand prior
 
 __all__ = ["lower_entries", "prior_blocks", "noncentred", "PriorOnL", "log_prior_L", "Regression", "regression",
-           "laplace_proposal", "metropolis_hastings", "interweave", "noise_size", "draw_noise"]
+           "statistics", "laplace_proposal", "metropolis_hastings", "interweave", "noise_size", "draw_noise",
+           "Interweaving"]
 
 
 def lower_entries(blocks):
