@@ -50,17 +50,26 @@ def small_data(seed=0, J=6, q=2):
 # ----------------------------------------------------------------------------
 
 def test_default_prior_follows_the_data_scale(data, m3):
+    """Default: Huang-Wand on G with A_k = sd(y) / rms(z_k), Jeffreys on sigma2, beta flat."""
     prior = gibbs.default_prior(m3)
-    v = np.var(data["log_radon"], ddof=1)
+    sd = np.std(data["log_radon"], ddof=1)
     floor_ms = np.mean(data["floor"] ** 2)
-    assert prior.nu0 == 3 and prior.a0 == 0.5 and np.isinf(prior.tau2) and prior.sigma_max is None
-    np.testing.assert_allclose(prior.b0, v / 2)
-    np.testing.assert_allclose(prior.S0, np.diag([v / 10, v / (10 * floor_ms)]))
+    assert prior.S0 is None and prior.a0 == 0 and prior.b0 == 0 and np.isinf(prior.tau2) and prior.sigma_max is None
+    np.testing.assert_allclose(prior.A, [sd, sd / np.sqrt(floor_ms)])
+    assert "Huang-Wand" in prior.describe() and "Jeffreys" in prior.describe()
+    # inverse-Wishart / inverse-gamma as soon as one of their arguments is given, the rest from the data
+    v = sd ** 2
+    old = gibbs.Prior(nu0=3, a0=0.5).resolve(m3)
+    np.testing.assert_allclose(old.b0, v / 2)
+    np.testing.assert_allclose(old.S0, np.diag([v / 10, v / (10 * floor_ms)]))
 
 
 def test_prior_keeps_unnamed_defaults_and_describes_itself(m3):
     prior = gibbs.Prior(nu0=5, S0=2 * np.eye(2)).resolve(m3)
-    assert prior.nu0 == 5.0 and prior.a0 == 0.5
+    assert prior.nu0 == 5.0 and prior.a0 == 0.0 and prior.A is None        # sigma2: Jeffreys, the default
+    with pytest.raises(TeachLMMError, match="not both"):
+        gibbs.Prior(nu0=3, A=1.0)
+    np.testing.assert_array_equal(gibbs.Prior(A=2.0).resolve(m3).A, [2.0, 2.0])
     np.testing.assert_array_equal(prior.S0, 2 * np.eye(2))
     text = gibbs.Prior(**JAGS_PRIOR).resolve(m3).describe()
     assert text == ("beta ~ N(0, 1e+04 I); G ~ InvWishart(nu0 = 3, S0 = [[1, 0], [0, 1]]); "
@@ -368,13 +377,14 @@ def test_thinning_keeps_every_kth_sweep(m3):
 
 
 def test_state_shows_the_conditionals_of_the_sweep(m3):
-    state = gibbs.init(m3, seed=2)
+    iw = gibbs.Prior(nu0=3, a0=0.5).resolve(m3)                        # inverse-Wishart, inverse-gamma
+    state = gibbs.init(m3, seed=2, prior=iw)
     assert state.iteration == 0 and state.cond.G_df is None
-    new = gibbs.step(state)
+    new = gibbs.step(state, interweave=False)           # G_scale is the centred G-draw's: from b before interweaving
     c = new.cond
     assert new.iteration == 1 and c.G_df == 3 + m3.J and c.sigma2_shape == 0.5 + m3.n / 2
-    np.testing.assert_allclose(c.G_scale, gibbs.default_prior(m3).S0 + new.b.T @ new.b)
-    np.testing.assert_allclose(c.sigma2_rate, gibbs.default_prior(m3).b0 + c.ssr / 2)
+    np.testing.assert_allclose(c.G_scale, iw.S0 + new.b.T @ new.b)
+    np.testing.assert_allclose(c.sigma2_rate, iw.b0 + c.ssr / 2)
     sol = mme.solve(m3.stats, state.G, float(state.sigma2))             # flat prior on beta: GLS
     np.testing.assert_allclose(c.beta_mean, sol.beta, rtol=1e-10)
     np.testing.assert_allclose(c.beta_cov, state.sigma2 * np.linalg.inv(sol.A), rtol=1e-9)
@@ -443,7 +453,7 @@ def test_summary_table(post_m3):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         text = post_m3.summary()
-    assert "Prior: beta flat; G ~ InvWishart(nu0 = 3" in text
+    assert "Prior: beta flat; G ~ Huang-Wand(nu = 2" in text
     for word in ["(Intercept)", "floor", "Var (Intercept)", "Cov (Intercept),floor", "Std.Dev. floor",
                  "Corr (Intercept),floor", "Var Residual", "R-hat", "ESS-bulk", "ESS-tail", "97.5%"]:
         assert word in text
@@ -454,16 +464,20 @@ def test_summary_table(post_m3):
     assert f"{diagnostics.ess_bulk(post_m3.get('floor')):.0f}" in line
 
 
-def test_summary_warns_on_short_chains_and_not_on_good_ones(data):
-    short = gibbs.sample(tl.Model(M1, data), draws=30, warmup=5, chains=2, seed=1)
-    with pytest.warns(ConvergenceWarning, match="R-hat > 1.01 or bulk ESS < 400"):
+def test_sample_warns_once_on_short_chains_and_not_on_good_ones(data):
+    with pytest.warns(ConvergenceWarning, match="R-hat must be <= 1.01 and bulk and tail ESS >= 400") as record:
+        short = gibbs.sample(tl.Model(M1, data), draws=30, warmup=5, chains=2, seed=1)
+    assert len(record) == 1 and "draws=" in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)               # summary() does not warn again
         text = short.summary()
     assert "Warning:" in text
-    good = gibbs.sample(tl.Model(M1, data), draws=1000, warmup=200, chains=4, seed=1)
-    assert all(good._row(n)["ess_bulk"] >= 400 and good._row(n)["rhat"] <= 1.01 for n in good.checked_names())
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
+        good = gibbs.sample(tl.Model(M1, data), draws=1000, warmup=200, chains=4, seed=1)
         assert "Warning:" not in good.summary()
+    assert all(good._row(n)["ess_bulk"] >= 400 and good._row(n)["ess_tail"] >= 400 and good._row(n)["rhat"] <= 1.01
+               for n in good.checked_names())
 
 
 def test_progress_reports_draws_per_second(m3, capsys):

@@ -22,8 +22,16 @@ same model. ``keep_b=False``: like the JAGS run, which monitors mu, Sigma_B and
 sigma_y only, the county effects are not stored (the time with ``keep_b=True``
 is reported too).
 
-Runs alternate (JAGS, teachlmm, JAGS, teachlmm, ...) so that load from elsewhere
-on the machine falls on both; the summary is the median over the repeats. The
+teachlmm runs its default sweep (with the interweaving step of
+``teachlmm.interweave``) and, for comparison, the centred sweep alone
+(``interweave=False``, the sampler before issue 15). Besides ESS per second the
+script reports ESS per draw of every quantity (bulk ESS / 20,000): it does not
+depend on the machine's load, so it is the number to compare across runs on a
+shared machine. numpy runs with one BLAS thread (threadpoolctl); JAGS is
+single-threaded.
+
+Runs alternate (JAGS, teachlmm, teachlmm centred, JAGS, ...) so that load from elsewhere
+on the machine falls on all; the summary is the median over the repeats. The
 posterior means of the six quantities from both tools are printed side by
 side as a check that they sample the same posterior (from one extra JAGS run
 on the same files, untimed).
@@ -94,7 +102,7 @@ def run_jags_protocol():
 
 
 def jags_posterior_means():
-    """One more JAGS run on the same files (untimed), read back: posterior means of the six quantities."""
+    """One more JAGS run on the same files (untimed), read back: posterior means and ESS per draw of the six quantities."""
     import numpy as np
     folder, work = jags_folder(), tempfile.mkdtemp()
     try:
@@ -115,7 +123,9 @@ def jags_posterior_means():
         chains = np.array([np.loadtxt(os.path.join(work, f"outchain{c}.txt"))[:, 1] for c in range(1, 5)])
         draws = {k: chains[:, a:b] for k, (a, b) in index.items()}
         draws["sigma_y^2"] = draws["sigma_y"] ** 2
-        return {name: float(draws[name].mean()) for name in JAGS_NAMES}
+        import arviz as az
+        return ({name: float(draws[name].mean()) for name in JAGS_NAMES},
+                {name: float(az.ess(draws[name], method="bulk")) / draws[name].size for name in JAGS_NAMES})
     finally:
         shutil.rmtree(work)
 
@@ -131,16 +141,20 @@ def jags_prior(tl):
     return tl.gibbs.Prior(nu0=3, S0=np.eye(2), tau2=1e4, sigma_max=100)
 
 
-def run_teachlmm(model, seed, keep_b=False):
-    """The timed call, measured like JAGS; (min bulk ESS, seconds, posterior means)."""
+def run_teachlmm(model, seed, keep_b=False, interweave=True):
+    """The timed call, measured like JAGS; (min bulk ESS, seconds, ESS per draw, posterior means)."""
+    import warnings
     import arviz as az
     tl = teachlmm_module()
     start, cpu = time.perf_counter(), time.process_time()
-    post = tl.gibbs.sample(model, draws=DRAWS, warmup=WARMUP, chains=CHAINS, seed=seed,
-                           prior=jags_prior(tl), keep_b=keep_b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tl.ConvergenceWarning)
+        post = tl.gibbs.sample(model, draws=DRAWS, warmup=WARMUP, chains=CHAINS, seed=seed,
+                               prior=jags_prior(tl), keep_b=keep_b, interweave=interweave)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     ess = {name: float(az.ess(post.get(name), method="bulk")) for name in QUANTITIES}
     return {"min_ess": min(ess.values()), "seconds": seconds, "cpu_seconds": cpu, "ess": ess,
+            "ess_per_draw": {name: v / (CHAINS * DRAWS) for name, v in ess.items()},
             "means": {name: float(post.get(name).mean()) for name in QUANTITIES}}
 
 
@@ -176,18 +190,21 @@ def run(repeats):
     model = tl.Model(M3, tl.load_radon())
     model_seconds = time.perf_counter() - start
     run_teachlmm(model, seed=0)                                   # warm-up (imports, caches), not counted
-    jags, ours, load = [], [], [os.getloadavg()[0]]
+    jags, ours, centred, load = [], [], [], [os.getloadavg()[0]]
     for r in range(repeats):
         jags.append(run_jags_protocol())
         ours.append(run_teachlmm(model, seed=r + 1))
+        centred.append(run_teachlmm(model, seed=r + 1, interweave=False))
         print(f"repeat {r + 1}: JAGS {jags[-1]['min_ess']:.0f} ESS / {jags[-1]['seconds']:.2f} s = "
               f"{jags[-1]['min_ess'] / jags[-1]['seconds']:.0f}/s;  teachlmm {ours[-1]['min_ess']:.0f} ESS / "
-              f"{ours[-1]['seconds']:.2f} s = {ours[-1]['min_ess'] / ours[-1]['seconds']:.0f}/s", flush=True)
+              f"{ours[-1]['seconds']:.2f} s = {ours[-1]['min_ess'] / ours[-1]['seconds']:.0f}/s;  centred "
+              f"{centred[-1]['min_ess']:.0f} ESS / {centred[-1]['seconds']:.2f} s", flush=True)
     load.append(os.getloadavg()[0])
     with_b = run_teachlmm(model, seed=99, keep_b=True)
     jags_rate = median([j["min_ess"] / j["seconds"] for j in jags])
     our_rate = median([o["min_ess"] / o["seconds"] for o in ours])
-    means_jags = jags_posterior_means()
+    centred_rate = median([o["min_ess"] / o["seconds"] for o in centred])
+    means_jags, ess_per_draw_jags = jags_posterior_means()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -199,7 +216,12 @@ def run(repeats):
         "jags": {"runs": jags, "min_ess_per_second": jags_rate},
         "teachlmm": {"runs": ours, "min_ess_per_second": our_rate, "model_seconds": model_seconds,
                      "keep_b_true_seconds": with_b["seconds"]},
+        "teachlmm_centred": {"runs": centred, "min_ess_per_second": centred_rate},
         "ratio": our_rate / jags_rate,
+        "ratio_centred": centred_rate / jags_rate,
+        "ess_per_draw": {q: {"teachlmm": median([o["ess_per_draw"][q] for o in ours]),
+                             "teachlmm_centred": median([o["ess_per_draw"][q] for o in centred]),
+                             "jags": ess_per_draw_jags[j]} for q, j in zip(QUANTITIES, JAGS_NAMES)},
         "posterior_means": {q: {"teachlmm": median([o["means"][q] for o in ours]), "jags": means_jags[j]}
                             for q, j in zip(QUANTITIES, JAGS_NAMES)},
     }
@@ -213,6 +235,11 @@ def tables(result):
             ["teachlmm gibbs.sample", f"{median([r['min_ess'] for r in t['runs']]):.0f}",
              f"{median([r['seconds'] for r in t['runs']]):.2f}", f"{t['min_ess_per_second']:.0f}",
              f"{result['ratio']:.1f}"]]
+    if "teachlmm_centred" in result:
+        c = result["teachlmm_centred"]
+        rows.append(["teachlmm, centred sweep", f"{median([r['min_ess'] for r in c['runs']]):.0f}",
+                     f"{median([r['seconds'] for r in c['runs']]):.2f}", f"{c['min_ess_per_second']:.0f}",
+                     f"{result['ratio_centred']:.1f}"])
     means = ", ".join(f"{q} {v['teachlmm']:.4f} / {v['jags']:.4f}" for q, v in result["posterior_means"].items())
     load = result.get("load_avg_1min_before_after")
     notes = [result["protocol"], "prior: " + result["prior"],
@@ -220,6 +247,10 @@ def tables(result):
              f"{t['keep_b_true_seconds']:.2f} s; building the Model: {t['model_seconds']:.3f} s; "
              f"teachlmm CPU time {median([r['cpu_seconds'] for r in t['runs']]):.2f} s per run",
              "posterior means teachlmm / JAGS: " + means]
+    if "ess_per_draw" in result:
+        notes.append("bulk ESS per draw (load-independent) teachlmm / centred / JAGS: " + ", ".join(
+            f"{q} {v['teachlmm']:.2f} / {v['teachlmm_centred']:.2f} / {v['jags']:.2f}"
+            for q, v in result["ess_per_draw"].items()))
     if load:
         notes.append(f"load average (1 min) before / after the timed runs: {load[0]:.1f} / {load[1]:.1f} "
                      f"on {result['machine']['cores']} cores")
@@ -237,7 +268,9 @@ def main(argv=None):
     if why:
         print(f"skipped: {why}")
         return 0
-    result = run(args.repeats or (1 if args.quick else 3))
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):                                  # numpy on one BLAS thread, like JAGS
+        result = run(args.repeats or (1 if args.quick else 3))
     for title, header, rows, notes in tables(result):
         print("\n" + title)
         for row in [header] + rows:
