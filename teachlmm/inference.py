@@ -479,7 +479,10 @@ def confint(fit, method="wald", level=0.95, **options):
         Coverage, 0.95 by default.
     **options
         For "boot": ``n_boot`` (default 500), ``seed``, ``progress`` (see
-        :func:`bootstrap`).
+        :func:`bootstrap`). For "wald": ``ddf`` ("Satterthwaite",
+        "Kenward-Roger", "between-within", "normal") uses t quantiles with
+        those df instead of z (and Kenward-Roger's adjusted SEs); see
+        :func:`teachlmm.ddf.wald_intervals`.
 
     Returns
     -------
@@ -496,8 +499,12 @@ def confint(fit, method="wald", level=0.95, **options):
     """
     method = str(method).lower()
     if method == "wald":
+        ddf = options.pop("ddf", None)
         if options:
-            raise TeachLMMError(f"method='wald' takes no options, got {sorted(options)}")
+            raise TeachLMMError(f"method='wald' takes no options but ddf, got {sorted(options)}")
+        if ddf is not None:                      # t quantiles with small-sample df (teachlmm.ddf)
+            from .ddf import wald_intervals
+            return wald_intervals(fit, level, ddf)
         return _wald_intervals(fit, level)
     if method == "boot":
         unknown = set(options) - {"n_boot", "seed", "progress"}
@@ -752,7 +759,7 @@ def _boot_lrt(small, big, n_boot, rng, bar, offset):
     return lrt, t_small, t_big
 
 
-def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=None):
+def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=None, ddf=None):
     """Likelihood-ratio tests of nested models fitted to the same data (lme4's ``anova()``).
 
     The models are sorted by their number of parameters df; each is tested
@@ -784,6 +791,11 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
     names : list of str, optional
         Row labels, in the order the fits are given (default "model1", ...).
 
+    ddf : {"Satterthwaite", "Kenward-Roger"}, optional
+        With a single fit: type III F tests of its fixed terms with these
+        denominator df (lmerTest's ``anova(fit, type = 3)``; returns a
+        :class:`teachlmm.ddf.FTable`, see :func:`teachlmm.ddf.anova`).
+
     Returns
     -------
     AnovaTable
@@ -809,9 +821,16 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
     Chisq 2.5418 on 2 df, p = 0.2806
     """
     from .results import MixedModelResult
+    if ddf is not None:
+        if len(fits) != 1 or not isinstance(fits[0], MixedModelResult):
+            raise TeachLMMError("ddf= gives F tests of the terms of one fit: tl.anova(fit, ddf='Satterthwaite'); "
+                                "several fits are compared by likelihood-ratio tests without ddf")
+        from .ddf import anova as f_tests
+        return f_tests(fits[0], ddf=ddf)
     if len(fits) < 2:
         raise TeachLMMError(f"anova compares two or more nested models, got {len(fits)} fit(s); "
-                            "for one model look at fit.summary(), fit.aic, fit.confint()")
+                            "for F tests of one model's terms use tl.anova(fit, ddf='Satterthwaite'); "
+                            "see also fit.summary(), fit.aic, fit.confint()")
     for k, f in enumerate(fits, start=1):
         if not isinstance(f, MixedModelResult):
             raise TeachLMMError(f"argument {k} is a {type(f).__name__}, not a fitted model (MixedModelResult)")

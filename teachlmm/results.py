@@ -140,6 +140,11 @@ class MixedModelResult:
         from .inference import deviance
         return deviance(self)
 
+    def coef_table(self, ddf="Satterthwaite"):
+        """Estimates, SEs, df, t values and p-values (lmerTest); see :func:`teachlmm.ddf.coef_table`."""
+        from .ddf import coef_table
+        return coef_table(self, ddf)
+
     def confint(self, method="wald", level=0.95, **options):
         """Confidence intervals; see :func:`teachlmm.inference.confint`."""
         from .inference import confint
@@ -231,8 +236,14 @@ class MixedModelResult:
             rows.append([name, f"{est:.4f}", f"{se:.4f}", f"{est / se:.2f}"])
         return _table(rows, ["", "Estimate", "Std. Error", "t value"])
 
-    def summary(self):
+    def summary(self, ddf=None):
         """The lmer-style summary as a string (print it).
+
+        The fixed effects are printed in lmerTest's layout: Estimate, Std. Error,
+        df, t value, Pr(>|t|), with the df of ``ddf`` ("Satterthwaite",
+        "Kenward-Roger", "between-within"; "normal" prints z values); see
+        :mod:`teachlmm.ddf`. Default: Satterthwaite for estimated variance
+        components, "normal" for given ones (then beta_hat is exactly normal).
 
         Examples
         --------
@@ -241,6 +252,9 @@ class MixedModelResult:
         >>> print(fit.summary().splitlines()[0])
         Linear mixed model fit by REML (EM (squarem))
         """
+        from .ddf import format_coef_table, summary_header
+        if ddf is None:
+            ddf = "normal" if self.method == "given" or self.method.startswith("BLUP") else "Satterthwaite"
         m = self.model
         kind = "REML" if self.reml else "maximum likelihood"
         crit = (f"REML criterion at convergence: {-2 * self.loglik:.2f}" if self.reml else
@@ -257,7 +271,7 @@ class MixedModelResult:
                _table([["", *(f"{v:.4f}" for v in qs)]], ["", "Min", "1Q", "Median", "3Q", "Max"]), "",
                "Random effects:", self._random_effects_table(),
                f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}", "",
-               "Fixed effects:", self._fixed_effects_table()]
+               f"Fixed effects ({summary_header(ddf)}):", format_coef_table(self.coef_table(ddf))]
         if self.singular:
             out += ["", "boundary (singular) fit: a variance is (nearly) 0 or a correlation is +-1"]
         if self.method.startswith("EM") and not self.converged:
