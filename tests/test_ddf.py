@@ -357,3 +357,14 @@ def test_boundary_fit_gives_df_and_warns():
         warnings.simplefilter("ignore")
         df = ddf.satterthwaite(fit)
     assert all(np.isfinite(v) and v > 0 for v in df.values())
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_same_hessian_as_mme_when_there(fits, reml):
+    """helper D's mme.hessian_G_sigma2 (branch d-speed, for the optimizer) is the same matrix as
+    ddf.derivatives().hess (in psi = free entries of G, then sigma2); runs once both are merged."""
+    if not hasattr(tl.mme, "hessian_G_sigma2"):
+        pytest.skip("mme.hessian_G_sigma2 not merged yet")
+    fit = fits("M4_REML" if reml else "M4_ML")
+    theirs = tl.mme.hessian_G_sigma2(fit.model.stats, fit.G, fit.sigma2, reml, mask=fit.model.G_mask)
+    np.testing.assert_allclose(ddf.derivatives(fit).hess, theirs, rtol=1e-9, atol=1e-12 * np.abs(theirs).max())
