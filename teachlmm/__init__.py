@@ -10,7 +10,8 @@ Modules, one idea each: :mod:`~teachlmm.formula` (lmer syntax),
 :mod:`~teachlmm.design` (X, Z and per-group statistics), :mod:`~teachlmm.mme`
 (the mixed-model equations at given variance components), :mod:`~teachlmm.em`,
 :mod:`~teachlmm.gibbs`, :mod:`~teachlmm.blup` (the three fitting methods),
-:mod:`~teachlmm.results`, :mod:`~teachlmm.inference`,
+:mod:`~teachlmm.results`, :mod:`~teachlmm.inference`, :mod:`~teachlmm.ddf` (t and F
+tests with Satterthwaite / Kenward-Roger degrees of freedom),
 :mod:`~teachlmm.diagnostics` and :mod:`~teachlmm.plots` (the only module that
 needs matplotlib; imported on first use).
 """
@@ -24,7 +25,7 @@ from .results import MixedModelResult
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "plots", "exercises", "formula", "design"}
+_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "ddf", "plots", "exercises", "formula", "design"}
 
 
 def __getattr__(name):
@@ -37,5 +38,5 @@ def __getattr__(name):
 
 
 __all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate", "em", "mme", "anova",
-           "blup", "gibbs", "diagnostics", "inference", "plots", "exercises",
+           "blup", "gibbs", "diagnostics", "inference", "ddf", "plots", "exercises",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

@@ -602,6 +602,8 @@ def _text_table(header, rows):
 def format_coef_table(table):
     """The fixed-effects block of lmerTest's ``summary()`` for a :func:`coef_table` result."""
     names = list(table["Estimate"])
+    if not names:
+        return "(no fixed effects)"
     z = "z value" in table
     stat, pcol = ("z value", "Pr(>|z|)") if z else ("t value", "Pr(>|t|)")
     header = ["", "Estimate", "Std. Error"] + ([] if z else ["df"]) + [stat, pcol, ""]
