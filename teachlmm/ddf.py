@@ -239,11 +239,11 @@ def derivatives(fit, reml=None):
     Qkl = np.einsum("jkap,jab,jlbr->klpr", EU, Wj, EU)               # sum_j U_j'E_k W_j E_l U_j
     yPVPVPy = np.einsum("jka,jab,jlb->kl", Es, Wj, Es) - tk @ Phi @ tk.T
     # extend everything to sigma2 by Euler's identity
-    ydP_y = sol.rVr / s2                                             # y'P y
+    yPy = sol.rVr / s2                                             # y'P y
     Phi_inv = sol.A / s2
     tr_VinvVk = _with_sigma2(psi, s2, tr_VinvVk, n)
     tr_PVk = _with_sigma2(psi, s2, tr_PVk, n - p)
-    yPVkPy = _with_sigma2(psi, s2, yPVkPy, ydP_y)
+    yPVkPy = _with_sigma2(psi, s2, yPVkPy, yPy)
     Pk = _with_sigma2(psi, s2, -Qk, -Phi_inv)                        # P_k = -X'V^-1 V_k V^-1 X
     K_trace = _with_sigma2_bilinear(psi, s2, K_trace, tr_VinvVk)
     Q = _with_sigma2_bilinear(psi, s2, Qkl, -Pk)
