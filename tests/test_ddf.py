@@ -4,7 +4,8 @@ References:
 * tests/data/lmertest_ddf.json, made by tests/data/lmertest_ddf.R (R 4.2, lmerTest 3.1, pbkrtest 0.5,
   nlme 3.1; see its "meta"): Satterthwaite and Kenward-Roger coefficient tables, type III F tables and
   nlme's between-within df on radon M1, M3, M3u, M4 and seven fits of five other real data sets.
-* tests/reference/ddf_reference.json (the references helper's file), when present.
+* tests/reference/ddf_reference.json (the references helper's file, tests/reference/ddf_reference.R): the
+  same on radon M1, M3, M4 (REML and ML) and seven fits of six other data sets, one at a boundary.
 * Independent: a dense n x n implementation of the REML deviance differentiated by finite differences,
   pbkrtest's formulas written literally with n x n matrices, and a balanced design whose exact df are known.
 """
@@ -122,13 +123,62 @@ def test_between_within_matches_nlme(rref, case):
     assert {k: float(v) for k, v in bw.items()} == {k: float(v) for k, v in ref.items()}
 
 
-def test_reference_file_of_references_helper():
-    """tests/reference/ddf_reference.json (branch c-refs), when it is there: same checks."""
-    path = HERE / "reference" / "ddf_reference.json"
-    if not path.exists():
-        pytest.skip("tests/reference/ddf_reference.json not merged yet")
-    ref = json.loads(path.read_text())
-    assert ref, "empty reference file"
+REF_PATH = HERE / "reference" / "ddf_reference.json"
+REF = json.loads(REF_PATH.read_text()) if REF_PATH.exists() else {}
+REF_DATA = {"bodyweight": "bodyweight", "chickweight": "chickweight", "orthodont": "orthodont", "co2": "co2",
+            "milk": "milk", "machines": "machines", "rail": "rail"}
+
+
+def _ref_fit(key):
+    """teachlmm's fit of a model of tests/reference/ddf_reference.json (the references helper's file)."""
+    r = REF[key]
+    if ("ref", key) not in _FITS:
+        name = key.split("_")[0]
+        data = tl.load_radon() if name == "radon" else tl.read_csv(DATA / f"{REF_DATA[name]}.csv")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                       # co2 is a boundary fit
+            _FITS[("ref", key)] = tl.em.fit(tl.Model(r["formula"], data), reml=r["reml"])
+    return _FITS[("ref", key)]
+
+
+@pytest.mark.skipif(not REF, reason="tests/reference/ddf_reference.json not there")
+@pytest.mark.parametrize("key", [k for k in REF if k != "meta"])
+def test_reference_json_coefficients(key):
+    """lmerTest's summary (Satterthwaite; Kenward-Roger for REML: df and adjusted SE) on radon M1, M3, M4
+    (REML and ML) and seven fits of other real data sets, one at a boundary (co2)."""
+    r = REF[key]
+    fit = _ref_fit(key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for method, name in (("Satterthwaite", "satterthwaite"), ("Kenward-Roger", "kenward_roger")):
+            if name not in r:
+                continue
+            tab = fit.coef_table(ddf=method)
+            for col, values in r[name].items():
+                for coef, ref in values.items():
+                    assert close(tab[col][coef], ref, p=col.startswith("Pr")), (method, coef, col, tab[col][coef], ref)
+    if "kenward_roger_on_ML_fit" in r:                            # lmerTest refuses; so do we
+        with pytest.raises(TeachLMMError, match="REML"):
+            fit.coef_table(ddf="Kenward-Roger")
+
+
+@pytest.mark.skipif(not REF, reason="tests/reference/ddf_reference.json not there")
+@pytest.mark.parametrize("key", [k for k in REF if k.endswith("_REML")])
+def test_reference_json_anova_and_between_within(key):
+    r = REF[key]
+    fit = _ref_fit(key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for method, name in (("Satterthwaite", "anova_type3_satterthwaite"),
+                             ("Kenward-Roger", "anova_type3_kenward_roger")):
+            ref = r[name] if isinstance(r[name], list) else [r[name]]
+            rows = tl.anova(fit, ddf=method).rows
+            assert [x["term"] for x in rows] == [x["term"] for x in ref]
+            for mine, theirs in zip(rows, ref):
+                assert mine["NumDF"] == theirs["NumDF"]
+                for col in ("DenDF", "F value", "Pr(>F)"):
+                    assert close(mine[col], theirs[col], p=col == "Pr(>F)"), (method, mine["term"], col)
+    assert ddf.between_within(fit) == r["nlme_between_within"]["tTable"]["DF"]
 
 
 # ----------------------------------------------------------------------------
