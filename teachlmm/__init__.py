@@ -11,7 +11,8 @@ Modules, one idea each: :mod:`~teachlmm.formula` (lmer syntax),
 (the mixed-model equations at given variance components), :mod:`~teachlmm.em`,
 :mod:`~teachlmm.gibbs`, :mod:`~teachlmm.blup` (the three fitting methods),
 :mod:`~teachlmm.results` (with ``deviance`` and ``simulate`` from a fit),
-:mod:`~teachlmm.compare` (``anova``), :mod:`~teachlmm.intervals` (``confint``,
+:mod:`~teachlmm.compare` (``anova``), :mod:`~teachlmm.ddf` (t and F
+tests with Satterthwaite / Kenward-Roger degrees of freedom), :mod:`~teachlmm.intervals` (``confint``,
 ``bootstrap``), :mod:`~teachlmm.diagnostics` and :mod:`~teachlmm.plots` (the only
 module that needs matplotlib; imported on first use). :mod:`~teachlmm.validators`
 and :mod:`~teachlmm.tables` hold the argument checks and the text tables every
@@ -32,7 +33,7 @@ from .results import MixedModelResult
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "intervals", "compare", "plots", "exercises", "formula",
+_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots", "exercises", "formula",
                  "design", "results", "validators", "tables", "data"}
 
 
@@ -58,6 +59,6 @@ def __getattr__(name):
 
 
 __all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate",
-           "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "intervals", "compare", "plots",
+           "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots",
            "exercises", "validators", "tables",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

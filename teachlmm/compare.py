@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats as sps
 
 from . import em, validators
+from .ddf import anova as f_tests
 from .errors import DataError, TeachLMMError
 from .intervals import Progress, RefitTally, refit_start
 from .results import MixedModelResult, response_sampler
@@ -241,7 +242,7 @@ def _boot_lrt(small, big, n_boot, rng, bar, offset):
     return lrt, t_small, t_big
 
 
-def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=None):
+def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=None, ddf=None):
     """Likelihood-ratio tests of nested models fitted to the same data (lme4's ``anova()``).
 
     The models are sorted by their number of parameters df; each is tested
@@ -272,6 +273,10 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
         Show the bootstrap's progress on stderr.
     names : list of str, optional
         Row labels, in the order the fits are given (default "model1", ...).
+    ddf : {"Satterthwaite", "Kenward-Roger"}, optional
+        With a single fit: type III F tests of its fixed terms with these
+        denominator df (lmerTest's ``anova(fit, type = 3)``); returns a
+        :class:`teachlmm.ddf.FTable` (see :func:`teachlmm.ddf.anova`).
 
     Returns
     -------
@@ -297,9 +302,15 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
     >>> print(f"Chisq {tab.chisq[1]:.4f} on {tab.df[1]:.0f} df, p = {tab.pvalue[1]:.4f}")
     Chisq 2.5418 on 2 df, p = 0.2806
     """
+    if ddf is not None:
+        if len(fits) != 1 or not isinstance(fits[0], MixedModelResult):
+            raise TeachLMMError("ddf= gives F tests of the terms of one fit: tl.anova(fit, ddf='Satterthwaite'); "
+                                "several fits are compared by likelihood-ratio tests without ddf")
+        return f_tests(fits[0], ddf=ddf)
     if len(fits) < 2:
         raise TeachLMMError(f"anova compares two or more nested models, got {len(fits)} fit(s); "
-                            "for one model look at fit.summary(), fit.aic, fit.confint()")
+                            "for F tests of one model's terms use tl.anova(fit, ddf='Satterthwaite'); "
+                            "see also fit.summary(), fit.aic, fit.confint()")
     for k, f in enumerate(fits, start=1):
         if not isinstance(f, MixedModelResult):
             raise TeachLMMError(f"argument {k} is a {type(f).__name__}, not a fitted model (MixedModelResult)")

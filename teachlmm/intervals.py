@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 from scipy import stats as sps
 
-from . import em, validators
+from . import ddf, em, validators
 from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
 from .results import response_sampler
 from .tables import format_table
@@ -315,7 +315,10 @@ def confint(fit, method="wald", level=0.95, **options):
         Coverage, 0.95 by default.
     **options
         For "boot": ``n_boot`` (default 500), ``seed``, ``progress`` (see
-        :func:`bootstrap`).
+        :func:`bootstrap`). For "wald": ``ddf`` ("Satterthwaite",
+        "Kenward-Roger", "between-within", "normal") uses t quantiles with
+        those df instead of z (and Kenward-Roger's adjusted SEs); see
+        :func:`teachlmm.ddf.wald_intervals`.
 
     Returns
     -------
@@ -332,8 +335,13 @@ def confint(fit, method="wald", level=0.95, **options):
     """
     method = str(method).lower()
     if method == "wald":
+        ddf_method = options.pop("ddf", None)
         if options:
-            raise TeachLMMError(f"method='wald' takes no options, got {sorted(options)}")
+            raise TeachLMMError(f"method='wald' takes no options but ddf, got {sorted(options)}")
+        if ddf_method is not None:                 # t quantiles with small-sample df (teachlmm.ddf)
+            ci = Intervals(ddf.wald_intervals(fit, level, ddf_method), validators.level(level), "wald")
+            ci.ddf = ddf_method
+            return ci
         return _wald_intervals(fit, level)
     if method == "boot":
         unknown = set(options) - {"n_boot", "seed", "progress"}

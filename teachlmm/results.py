@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from . import ddf as _ddf
 from . import mme, validators
 from .errors import TeachLMMError
 from .tables import format_table, significant
@@ -132,6 +133,10 @@ class MixedModelResult:
         """lme4's ``deviance()``; see :func:`teachlmm.results.deviance`."""
         return deviance(self)
 
+    def coef_table(self, ddf="Satterthwaite"):
+        """Estimates, SEs, df, t values and p-values (lmerTest); see :func:`teachlmm.ddf.coef_table`."""
+        return _ddf.coef_table(self, ddf)
+
     def confint(self, method="wald", level=0.95, **options):
         """Confidence intervals; see :func:`teachlmm.intervals.confint`."""
         # The one import inside a function in teachlmm: bootstrap intervals refit by EM, and
@@ -218,15 +223,14 @@ class MixedModelResult:
         rows.append(["Residual", "", significant(self.sigma2), significant(math.sqrt(self.sigma2)), ""])
         return format_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align="lllll")
 
-    def _fixed_effects_table(self):
-        rows = []
-        for name in self.fixef_names:
-            est, se = self.fixef[name], self.fixef_se[name]
-            rows.append([name, f"{est:.4f}", f"{se:.4f}", f"{est / se:.2f}"])
-        return format_table(rows, ["", "Estimate", "Std. Error", "t value"])
-
-    def summary(self):
+    def summary(self, ddf=None):
         """The lmer-style summary as a string (print it).
+
+        The fixed effects are printed in lmerTest's layout: Estimate, Std. Error,
+        df, t value, Pr(>|t|), with the df of ``ddf`` ("Satterthwaite",
+        "Kenward-Roger", "between-within"; "normal" prints z values); see
+        :mod:`teachlmm.ddf`. Default: Satterthwaite for estimated variance
+        components, "normal" for given ones (then beta_hat is exactly normal).
 
         Examples
         --------
@@ -235,6 +239,8 @@ class MixedModelResult:
         >>> print(fit.summary().splitlines()[0])
         Linear mixed model fit by REML (EM + Newton)
         """
+        method = ddf if ddf is not None else (
+            "normal" if self.method == "given" or self.method.startswith("BLUP") else "Satterthwaite")
         m = self.model
         kind = "REML" if self.reml else "maximum likelihood"
         crit = (f"REML criterion at convergence: {-2 * self.loglik:.2f}" if self.reml else
@@ -251,7 +257,7 @@ class MixedModelResult:
                format_table([["", *(f"{v:.4f}" for v in qs)]], ["", "Min", "1Q", "Median", "3Q", "Max"]), "",
                "Random effects:", self._random_effects_table(),
                f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}", "",
-               "Fixed effects:", self._fixed_effects_table()]
+               f"Fixed effects ({_ddf.summary_header(method)}):", _ddf.format_coef_table(self.coef_table(method))]
         out[12:12] = [f"({m.n_dropped} observations deleted due to missingness)"] * bool(getattr(m, "n_dropped", 0))
         if self.singular:
             out += ["", "boundary (singular) fit: a variance is (nearly) 0 or a correlation is +-1"]

@@ -1,0 +1,159 @@
+"""How many groups? A Monte Carlo study in the design of Stegmueller (2013), with Elff et al.'s (2020) corrections.
+
+Model (two levels, J upper-level units of n_j = ``--nj`` respondents each)::
+
+    y_ij = b0 + b1 x_ij + b2 z_j + b3 x_ij z_j + u0_j + u1_j x_ij + e_ij
+    x_ij ~ N(0, 1),  z_j ~ N(0, 1),  (u0_j, u1_j) ~ N(0, G),  e_ij ~ N(0, sigma2)
+
+True values (stated here and in the JSON): b = (1, 0.5, 0.5, 0.3), G = [[0.5, 0.1], [0.1, 0.3]],
+sigma2 = 1. These are our choices, in the spirit of Stegmueller's design (a context effect b2
+and a cross-level interaction b3 with a random slope), not his exact numbers.
+
+For every replication and J it records, for b2 (the group-level effect) and b3 (the cross-level
+interaction), whether the 95% interval covers the truth under
+
+    ML-z            ML fit, estimate -+ 1.96 SE                        (lme4's confint(method="Wald"))
+    REML-z          REML fit, normal quantiles
+    REML-Satt       REML fit, t quantiles with Satterthwaite df        (lmerTest)
+    REML-KR         REML fit, KR-adjusted SE and KR df                 (pbkrtest)
+    REML-BW         REML fit, t with nlme's between-within df
+    REML-ElffJ      REML fit, t with J - l - 1 df (l = number of group-level predictors: 1)
+    Gibbs           equal-tailed 95% posterior interval, default prior (``--gibbs``)
+
+and the bias of every estimate (fixed effects, G, sigma2) with its Monte Carlo SE.
+
+    python tests/studies/how_many_groups.py [--reps 1000] [--J 5 10 15 20 25 30] [--nj 500]
+                                            [--gibbs] [--seed 2013] [--json OUT]
+
+The results (with seed, run time and machine) go to ``--json``; the book page reads them.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+import warnings
+
+import numpy as np
+import scipy.stats as sps
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+import teachlmm as tl                 # noqa: E402
+from teachlmm import ddf              # noqa: E402
+
+BETA = np.array([1.0, 0.5, 0.5, 0.3])
+G_TRUE = np.array([[0.5, 0.1], [0.1, 0.3]])
+SIGMA2 = 1.0
+FORMULA = "y ~ x * z + (1 + x | g)"
+NAMES = ["(Intercept)", "x", "z", "x:z"]
+TARGETS = {"z": 2, "x:z": 3}
+METHODS = ["ML-z", "REML-z", "REML-Satt", "REML-KR", "REML-BW", "REML-ElffJ"]
+
+
+def simulate(rng, J, nj):
+    g = np.repeat(np.arange(J), nj)
+    x = rng.normal(size=J * nj)
+    z = rng.normal(size=J)[g]
+    u = rng.multivariate_normal([0.0, 0.0], G_TRUE, size=J)[g]
+    y = BETA[0] + BETA[1] * x + BETA[2] * z + BETA[3] * x * z + u[:, 0] + u[:, 1] * x \
+        + rng.normal(scale=np.sqrt(SIGMA2), size=J * nj)
+    return {"y": y, "x": x, "z": z, "g": g}
+
+
+def _covers(est, half, truth):
+    return bool(abs(est - truth) <= half)
+
+
+def one_replication(rng, J, nj, gibbs):
+    """Coverage indicators (method -> target -> bool) and the estimates of one data set."""
+    model = tl.Model(FORMULA, simulate(rng, J, nj))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reml, ml = tl.em.fit(model, reml=True), tl.em.fit(model, reml=False)
+        tabs = {"REML-Satt": ddf.coef_table(reml, "Satterthwaite"), "REML-KR": ddf.coef_table(reml, "Kenward-Roger"),
+                "REML-BW": ddf.coef_table(reml, "between-within")}
+    z975 = sps.norm.ppf(0.975)
+    cover = {m: {} for m in METHODS}
+    for name, k in TARGETS.items():
+        truth = BETA[k]
+        cover["ML-z"][name] = _covers(ml.fixef[name], z975 * ml.fixef_se[name], truth)
+        cover["REML-z"][name] = _covers(reml.fixef[name], z975 * reml.fixef_se[name], truth)
+        for m, tab in tabs.items():
+            half = sps.t.ppf(0.975, tab["df"][name]) * tab["Std. Error"][name]
+            cover[m][name] = _covers(tab["Estimate"][name], half, truth)
+        cover["REML-ElffJ"][name] = _covers(reml.fixef[name], sps.t.ppf(0.975, J - 1 - 1) * reml.fixef_se[name], truth)
+    if gibbs:
+        post = tl.gibbs.sample(model, draws=1000, warmup=500, chains=2, seed=rng.integers(2 ** 32), keep_b=False)
+        cover["Gibbs"] = {}
+        for name in TARGETS:
+            lo, hi = np.quantile(post.get(name).ravel(), [0.025, 0.975])
+            cover["Gibbs"][name] = bool(lo <= BETA[TARGETS[name]] <= hi)
+    est = {"ML": np.r_[ml.beta, ml.G[np.tril_indices(2)], ml.sigma2],
+           "REML": np.r_[reml.beta, reml.G[np.tril_indices(2)], reml.sigma2],
+           "REML_singular": reml.singular, "KR_df_xz": tabs["REML-KR"]["df"]["x:z"],
+           "Satt_df_xz": tabs["REML-Satt"]["df"]["x:z"]}
+    return cover, est
+
+
+def run_cell(J, reps, nj, seed, gibbs):
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, J]).spawn(reps)]
+    t0 = time.process_time()
+    out = [one_replication(r, J, nj, gibbs) for r in rngs]
+    methods = METHODS + (["Gibbs"] if gibbs else [])
+    coverage = {m: {t: float(np.mean([c[m][t] for c, _ in out])) for t in TARGETS} for m in methods}
+    truth = np.r_[BETA, G_TRUE[np.tril_indices(2)], SIGMA2]
+    labels = NAMES + ["G[0,0]", "G[1,0]", "G[1,1]", "sigma2"]
+    bias = {}
+    for fit in ("ML", "REML"):
+        E = np.array([e[fit] for _, e in out])
+        bias[fit] = {lab: {"bias": float(E[:, i].mean() - truth[i]), "mcse": float(E[:, i].std(ddof=1) / np.sqrt(reps))}
+                     for i, lab in enumerate(labels)}
+    return {"J": J, "reps": reps, "coverage": coverage,
+            "coverage_mcse": {m: {t: float(np.sqrt(v * (1 - v) / reps)) for t, v in c.items()} for m, c in coverage.items()},
+            "bias": bias, "singular_rate_REML": float(np.mean([e["REML_singular"] for _, e in out])),
+            "median_df_xz": {"KR": float(np.median([e["KR_df_xz"] for _, e in out])),
+                             "Satterthwaite": float(np.median([e["Satt_df_xz"] for _, e in out]))},
+            "cpu_seconds": time.process_time() - t0}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=1000)
+    ap.add_argument("--J", type=int, nargs="+", default=[5, 10, 15, 20, 25, 30])
+    ap.add_argument("--nj", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=2013)
+    ap.add_argument("--gibbs", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    cells = []
+    for J in args.J:
+        cell = run_cell(J, args.reps, args.nj, args.seed, args.gibbs)
+        cells.append(cell)
+        cov = cell["coverage"]
+        print(f"J={J:3d}  " + "  ".join(f"{m} {cov[m]['x:z']:.3f}" for m in cov) + f"  ({cell['cpu_seconds']:.0f}s)",
+              flush=True)
+        _save(args, cells, t0)                         # after every cell: a partial run keeps its results
+    return _save(args, cells, t0)
+
+
+def _save(args, cells, t0):
+    result = {"design": {"formula": FORMULA, "beta": BETA.tolist(), "G": G_TRUE.tolist(), "sigma2": SIGMA2,
+                         "nj": args.nj, "x": "N(0,1) within groups", "z": "N(0,1) between groups",
+                         "targets": list(TARGETS), "level": 0.95},
+              "seed": args.seed, "reps": args.reps, "gibbs": args.gibbs, "cells": cells,
+              "wall_seconds": time.time() - t0, "machine": platform.platform(), "python": platform.python_version(),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "teachlmm": tl.__version__}
+    result["complete"] = len(cells) == len(args.J)
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
