@@ -123,7 +123,11 @@ class BLUPResult(MixedModelResult):
 
     def __init__(self, model, G, sigma2, reml=True):
         super().__init__(model, G, sigma2, reml=reml, method="BLUP (given G, sigma2)")
-        self.shrinkage = shrinkage(model.stats, self.G, self.sigma2, self.solution)
+        work, centring = model.fitting_basis()           # a column of large mean: the centred statistics
+        S = shrinkage(work.stats, self._G_work, self.sigma2, self.solution)
+        if work is not model:                            # S_j = S_z S_cj S_z^-1 back in the model's basis
+            S = centring.Sz @ S @ np.linalg.inv(centring.Sz)
+        self.shrinkage = S
 
     @property
     def lambda_(self):

@@ -65,15 +65,16 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import scipy.special
 
 from . import diagnostics, mme, validators
-from .errors import ConvergenceWarning, TeachLMMError
+from .errors import ConditioningWarning, ConvergenceWarning, TeachLMMError
 from .mme import cholesky, lower_inverse, relative_factor, residual_sum_of_squares   # batched over chains
+from .design import large_mean_ratio as _times
 from .tables import format_table
 
 __all__ = ["Prior", "default_prior", "Noise", "draw_noise", "relative_factor", "coefficient_block",
@@ -246,6 +247,31 @@ class Prior:
         return "Prior(" + ", ".join(f"{k}={np.asarray(v).tolist()!r}" for k, v in given.items()) + ")"
 
 
+def response_variance(model):
+    """var(y) from the per-group statistics (so a model built from chunks has it too)::
+
+        v = (sum_i y_i^2 - n ybar^2) / (n - 1),   n ybar = sum_i y_i = (X'y)_0, the intercept's entry
+
+    The sum of y is the intercept's entry of X'y (or of Z'y when only the random
+    part has an intercept); a model without an intercept anywhere uses the rows
+    when it has them, else the mean square y'y / n. For a column with a large mean
+    this difference loses digits: the fitting methods hand a centred model
+    (:meth:`teachlmm.Model.fitting_basis`) to this function, where ybar = 0.
+    """
+    if hasattr(model, "fitting_basis"):
+        model = model.fitting_basis()[0]            # v is the same in the centred basis, and exact there
+    s, n = model.stats, model.n
+    if "(Intercept)" in model.fixef_names:
+        total = s.Xty_total[model.fixef_names.index("(Intercept)")]
+    elif "(Intercept)" in model.ranef_names:
+        total = s.Zty[:, model.ranef_names.index("(Intercept)")].sum()
+    elif model.y is not None:
+        return float(np.var(model.y, ddof=1))
+    else:
+        return s.yty_total / n
+    return float(max(s.yty_total - total * total / n, 0.0) / (n - 1))
+
+
 def default_prior(model):
     """The default :class:`Prior` for ``model`` (see :class:`Prior` for the reasons).
 
@@ -256,7 +282,7 @@ def default_prior(model):
     >>> print(default_prior(model).describe())
     beta flat; G ~ InvWishart(nu0 = 2, S0 = [[0.07282]]); sigma2 ~ InvGamma(a0 = 0.5, b0 = 0.3641)
     """
-    v = float(np.var(model.y, ddof=1))
+    v = response_variance(model)
     m = np.diag(model.stats.ZtZ.sum(0)) / model.n                   # mean square of each z_k
     S0 = np.diag(v / (10 * np.where(m > 0, m, 1.0)))
     return Prior(nu0=model.q + 1, S0=S0, a0=0.5, b0=v / 2, tau2=np.inf)
@@ -639,7 +665,7 @@ def _dispersed_start(model, rng):
     range is wide, so chains that agree after warm-up have forgotten where
     they began (that is what R-hat checks).
     """
-    v = float(np.var(model.y, ddof=1))
+    v = response_variance(model)
     m = np.diag(model.stats.ZtZ.sum(0)) / model.n
     m = np.where(m > 0, m, 1.0)
     one_chain = isinstance(rng, ChainStreams)
@@ -677,6 +703,13 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
     >>> state.cond.G_df               # nu0 + J = 3 + 85
     88.0
     """
+    if getattr(model, "_large_means", None) and model.X is not None:
+        name, mean, ratio = model._large_means[0]
+        warnings.warn(f"column {name!r} has a mean ({mean:.6g}) {_times(ratio)} its standard deviation, so "
+                      "the raw cross-products these steps use have lost digits. gibbs.sample centres such a model "
+                      "by itself; to step through it, use the centred copy: mc, centring = model.centred(); "
+                      "tl.gibbs.init(mc, ...) (centring.G and centring.beta map its draws back)",
+                      ConditioningWarning, stacklevel=2)
     prior = (prior if prior is not None else Prior()).resolve(model)
     n_chains = 1 if chains is None else validators.positive_int(chains, "chains")
     rngs = _chain_generators(seed, n_chains)
@@ -901,13 +934,16 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
     """
     draws, chains, thin = (validators.positive_int(draws, "draws"), validators.positive_int(chains, "chains"),
                            validators.positive_int(thin, "thin"))
+    model_in = model
     warmup = validators.nonnegative_int(warmup, "warmup")
     start = time.perf_counter()
-    state = init(model, seed=seed, prior=prior, chains=chains)
-    prior = state.prior
+    prior = (prior if prior is not None else Prior()).resolve(model)
+    work, centring, prior_w = _working_basis(model, prior)
+    state = init(work, seed=seed, prior=prior_w, chains=chains)
+    model = work
     total = warmup + draws * thin
     if model.q <= 2:
-        fast, noises = FastSweep(model, prior), _noise_per_sweep(state.rng, model, prior, total)
+        fast, noises = FastSweep(model, state.prior), _noise_per_sweep(state.rng, model, state.prior, total)
         sweep = lambda G, s2: fast(G, s2, next(noises))                       # noqa: E731
     else:
         def sweep(G, s2):
@@ -935,8 +971,45 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
                   f"{rate:.0f} sweeps/s, {rate * chains:.0f} draws/s", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
+    model = _back_to_basis(out, centring, state.model, model_in)
     return Posterior(model, out, prior, warmup=warmup, thin=thin,
                      seconds=time.perf_counter() - start, seed=seed)
+
+
+def _working_basis(model, prior):
+    """(model to sample, Centring, the prior in its basis); see :meth:`teachlmm.Model.fitting_basis`.
+
+    With a column of large mean the sampler runs on the centred copy. The
+    prior is the one stated for the model (``prior``, resolved on it); in the
+    centred basis G_c = S_z^-1 G S_z^-T, so G ~ InvWishart(nu0, S0) is
+    G_c ~ InvWishart(nu0, S_z^-1 S0 S_z^-T), and the flat prior on beta stays
+    flat: the posterior is the same, only written in other coordinates. A
+    proper prior on beta (finite tau2) is not invariant under the shift of
+    the intercept, so then the raw statistics are used, with a warning.
+    """
+    work, centring = model.fitting_basis()
+    if work is model:
+        return model, centring, prior
+    if np.any(np.isfinite(np.asarray(prior.tau2, dtype=float))):
+        name, mean, _ = model._large_means[0]
+        warnings.warn(f"column {name!r} has a large mean ({mean:.6g}): the sampler centres such a model only "
+                      "with a flat prior on beta (tau2 = inf, the default), so it runs on the raw statistics, "
+                      f"which have lost digits. Subtract a constant from {name!r} first, or use the flat prior",
+                      ConditioningWarning, stacklevel=3)
+        return model, type(centring).identity(model.p, model.q), prior
+    S0 = centring.G_centred(prior.S0)
+    return work, centring, replace(prior, S0=(S0 + S0.T) / 2)
+
+
+def _back_to_basis(out, centring, work, model):
+    """Map the draws of the working basis back in place: beta = S_x(beta_c + c_y e_0), G = S_z G_c S_z', b = S_z b_c."""
+    if work is model:
+        return model
+    out["beta"] = centring.beta(out["beta"])
+    out["G"] = centring.G(out["G"])
+    if "b" in out:
+        out["b"] = centring.b(out["b"])
+    return model
 
 
 class Posterior:

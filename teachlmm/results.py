@@ -58,27 +58,38 @@ class MixedModelResult:
     """
 
     def __init__(self, model, G, sigma2, reml=True, method="given", n_iter=0, converged=True,
-                 history=None, seconds=None, max_grad=None):
+                 history=None, seconds=None, max_grad=None, G_centred=None):
         self.model = model
         self.G = np.atleast_2d(np.asarray(G, dtype=float))
         self.sigma2 = float(sigma2)
         self.reml, self.method = bool(reml), method
         self.n_iter, self.converged, self.history, self.seconds = n_iter, converged, history or [], seconds
         self.max_grad = max_grad
-        self.solution = sol = mme.solve(model.stats, self.G, self.sigma2)
-        self.loglik = mme.loglik(model.stats, self.G, self.sigma2, self.reml, sol)
+        # A column with a large mean: solve in the centred basis (Model.fitting_basis) and map back,
+        # beta = S_x (beta_c + c_y e_0), b_j = S_z b_cj, Var = S V_c S' (exact; the likelihood is unchanged).
+        work, centring = model.fitting_basis()
+        if work is model:
+            G_c = self.G
+        else:
+            G_c = centring.G_centred(self.G) if G_centred is None else np.atleast_2d(np.asarray(G_centred, float))
+        self._G_work = G_c
+        self.solution = sol = mme.solve(work.stats, G_c, self.sigma2)     # in the working basis
+        self.loglik = mme.loglik(work.stats, G_c, self.sigma2, self.reml, sol)
         # lme4's isSingular(): a diagonal element of the relative factor T (G = sigma2 T T') below 1e-4
+        # (of the working basis: a rank-deficient G stays so under the change of basis, and the centred
+        # factor is the one computed without cancellation)
         self.singular = bool(np.any(np.diag(sol.T) < 1e-4))
         names = model.fixef_names
-        self.beta = sol.beta
-        self.vcov = self.sigma2 * sol.A_inv if model.p else np.zeros((0, 0))
-        self.fixef = dict(zip(names, sol.beta.tolist()))
+        self.beta = centring.beta(sol.beta) if work is not model else sol.beta
+        self.vcov = (centring.vcov(self.sigma2 * sol.A_inv) if model.p else np.zeros((0, 0)))
+        self.fixef = dict(zip(names, self.beta.tolist()))
         self.fixef_se = dict(zip(names, np.sqrt(np.diag(self.vcov)).tolist()))
         self.groups = model.groups
         self.group_name = model.group_name
         self.fixef_names, self.ranef_names = list(names), list(model.ranef_names)
-        self.ranef = sol.b
-        self.condvar = self.sigma2 * sol.Minv                 # (J, q, q) Var(b_j | y, beta)
+        self.ranef = centring.b(sol.b) if work is not model else sol.b
+        Sz = centring.Sz
+        self.condvar = self.sigma2 * (sol.Minv if work is model else Sz @ sol.Minv @ Sz.T)   # (J, q, q) Var(b_j | y, beta)
         self.condsd = np.sqrt(np.clip(np.einsum("jqq->jq", self.condvar), 0, None))
         self.coef_names = model.coef_names
         self.coef = self._coef()
@@ -301,7 +312,8 @@ def deviance(fit, reml=None):
     reml = fit.reml if reml is None else bool(reml)
     if reml == fit.reml:
         return -2.0 * fit.loglik
-    return mme.profiled_deviance(fit.model.stats, fit.G, fit.sigma2, reml)
+    work, _ = fit.model.fitting_basis()
+    return mme.profiled_deviance(work.stats, getattr(fit, "_G_work", fit.G), fit.sigma2, reml)
 
 
 def response_sampler(fit):
