@@ -675,6 +675,9 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
     """
     if method not in METHODS:
         raise TeachLMMError(f"method must be one of {sorted(METHODS)}, not {method!r}")
+    tol = validators.positive_number(tol, "tol", " (the stopping rule's threshold, e.g. 1e-8; tol = inf would "
+                                     "stop after one step and call it converged)")
+    max_iter = validators.positive_int(max_iter, "max_iter")
     t0 = time.perf_counter()
     work, centring = model.fitting_basis()          # the centred copy when a column has a large mean
     if work is not model and G is not None:          # a warm start is given in the model's own basis

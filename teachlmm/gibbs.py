@@ -188,6 +188,21 @@ class Prior:
                 raise TeachLMMError(f"prior tau2 must be a positive number (or one per fixed effect; "
                                     f"np.inf for a flat prior), got {self.tau2!r}")
             put("tau2", float(tau2) if tau2.ndim == 0 else tau2)
+        self._check_overflow()
+
+    PRIOR_SCALE_LIMIT = 1e100
+
+    def _check_overflow(self):
+        """A variance scale beyond 1e100 overflows float64 where the sampler squares it (1e300 I gives NaN draws)."""
+        big = self.PRIOR_SCALE_LIMIT
+        for name, value in (("S0", None if self.S0 is None else float(np.abs(self.S0).max())), ("b0", self.b0),
+                            ("sigma_max", None if self.sigma_max is None else min(self.sigma_max, 1e154) ** 2)):
+            if value is not None and not value <= big:
+                raise TeachLMMError(f"prior {name} is on a scale of {value:.3g} (a variance), which overflows "
+                                    "float64 where the sampler squares and multiplies variances (the limit is "
+                                    f"{big:.0e}). A weakly informative prior is on the data's scale: the default "
+                                    "S0 = diag(var(y) / (10 mean(z_k^2))), b0 = var(y) / 2; leave it out, or "
+                                    "rescale the response")
 
     def resolve(self, model):
         """This prior with every default filled in for ``model``, checked against its sizes.

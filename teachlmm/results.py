@@ -160,17 +160,20 @@ class MixedModelResult:
         return {"G": self.G, "sd": self.sd, "corr": self.corr, "sigma2": self.sigma2,
                 "sigma": math.sqrt(self.sigma2), "names": self.ranef_names}
 
-    def fitted(self):
-        """X beta + Z_j b_j for every row of the fitted data (uses each row's group BLUP)."""
-        m = self.model
-        if m.X is None:
-            raise TeachLMMError("this model was built from chunks and keeps no rows; "
-                                "use predict(newdata) on the rows you need")
+    def _linear_predictor(self):
+        """X beta + Z_j b_j for every fitted row (without the formula's offset)."""
+        m = _rows_of(self.model, "fitted values and residuals")
         return m.X @ self.beta + np.einsum("iq,iq->i", m.Z, self.ranef[m.codes])
 
+    def fitted(self):
+        """X beta + Z_j b_j (+ the formula's ``offset(...)``) for every row of the fitted data (each row's group BLUP)."""
+        off = self.model.offset
+        eta = self._linear_predictor()
+        return eta if off is None else eta + off
+
     def residuals(self):
-        """y - fitted."""
-        return self.model.y - self.fitted()
+        """y - fitted (the response as read, minus the fitted values, both with the offset)."""
+        return self.model.y - self._linear_predictor()
 
     def predict(self, newdata=None, re=True, return_unseen=False):
         """Predictions for the fitted rows or for new data.
@@ -197,13 +200,15 @@ class MixedModelResult:
         [0.933, 0.163]
         """
         if newdata is None:
-            if self.model.X is None:
-                raise TeachLMMError("this model was built from chunks and keeps no rows; pass newdata")
-            X, Z, codes = self.model.X, self.model.Z, self.model.codes
+            m = _rows_of(self.model, "predict() without newdata")
+            X, Z, codes, offset = m.X, m.Z, m.codes, m.offset
         else:
             X, Z, codes = self.model.design(newdata)
+            offset = self.model.offset_of(newdata) if self.model.formula.offsets else None
         unseen = codes < 0
         pred = X @ self.beta
+        if offset is not None:                  # offset(w) in the formula: part of every prediction, as in lme4
+            pred = pred + offset
         if re:
             b = np.where(unseen[:, None], 0.0, self.ranef[np.where(unseen, 0, codes)])
             pred = pred + np.einsum("iq,iq->i", Z, b)
@@ -316,6 +321,16 @@ def deviance(fit, reml=None):
     return mme.profiled_deviance(work.stats, getattr(fit, "_G_work", fit.G), fit.sigma2, reml)
 
 
+def _rows_of(model, what):
+    """The model, if it keeps its rows; a model built from chunks does not, and says so once for every method."""
+    if model.X is None:
+        raise TeachLMMError(f"{what} need(s) the rows of the data, but this model was built from chunks "
+                            "(Model.from_chunks) and keeps only the per-group statistics. Everything else works "
+                            "(fits, summary, anova, gibbs.sample, predict(newdata)); for these, build the Model "
+                            "from the data in memory, or call predict(newdata) on the rows you need")
+    return model
+
+
 def response_sampler(fit):
     """A function rng -> one response vector y* drawn from the fitted model.
 
@@ -330,11 +345,8 @@ def response_sampler(fit):
     >>> response_sampler(fit)(np.random.default_rng(1)).shape
     (919,)
     """
-    m = fit.model
-    if m.X is None:
-        raise TeachLMMError("this model was built from chunks and keeps no rows, so it cannot simulate "
-                            "responses for them; build the Model from the data in memory")
-    mean = m.X @ fit.beta                                       # X beta
+    m = _rows_of(fit.model, "simulate() and the parametric bootstrap")
+    mean = m.X @ fit.beta                                       # X beta (model.y's scale: without the offset)
     L = math.sqrt(fit.sigma2) * mme.relative_factor(fit.G, fit.sigma2)
     sigma = math.sqrt(fit.sigma2)
 
@@ -380,4 +392,5 @@ def simulate(fit, n_sim=1, seed=None):
     n_sim = validators.positive_int(n_sim, "n_sim")
     rng = validators.rng(seed)
     draw = response_sampler(fit)
-    return np.array([draw(rng) for _ in range(n_sim)]).reshape(n_sim, fit.model.n)
+    ys = np.array([draw(rng) for _ in range(n_sim)]).reshape(n_sim, fit.model.n)
+    return ys if fit.model.offset is None else ys + fit.model.offset     # the response as read: with offset(...)
