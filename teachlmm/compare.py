@@ -359,6 +359,12 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
     _check_estimates(ml, [f"{n} (refitted by ML)" if f.reml else n for n, f in zip(names, fits)])
     table = AnovaTable(names, ml, [f.reml for f in fits], method)
     if method == "boot":
+        if any(f.model.X is None for f in fits):
+            raise TeachLMMError("method='boot' needs the rows of the data for models built from chunks "
+                                "(Model.from_chunks): the two models' statistics of one simulated response "
+                                "cannot be drawn from either model's statistics alone. Use method='chisq' "
+                                "(with the mixture p-value for a variance on the boundary), or build the models "
+                                "from the data in memory")
         _add_bootstrap(table, validators.positive_int(n_boot, "n_boot"), seed, progress)
     return table
 

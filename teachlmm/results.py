@@ -23,7 +23,7 @@ from . import mme, validators
 from .errors import TeachLMMError
 from .tables import format_table, significant
 
-__all__ = ["MixedModelResult", "deviance", "simulate", "response_sampler"]
+__all__ = ["MixedModelResult", "deviance", "simulate", "response_sampler", "statistics_sampler"]
 
 
 class MixedModelResult:
@@ -345,7 +345,9 @@ def response_sampler(fit):
     >>> response_sampler(fit)(np.random.default_rng(1)).shape
     (919,)
     """
-    m = _rows_of(fit.model, "simulate() and the parametric bootstrap")
+    m = fit.model
+    if m.X is None:                                             # built from chunks: draw the statistics instead
+        return statistics_sampler(fit)
     mean = m.X @ fit.beta                                       # X beta (model.y's scale: without the offset)
     L = math.sqrt(fit.sigma2) * mme.relative_factor(fit.G, fit.sigma2)
     sigma = math.sqrt(fit.sigma2)
@@ -354,6 +356,47 @@ def response_sampler(fit):
         b = rng.standard_normal((m.J, m.q)) @ L.T               # b*_j ~ N(0, G), one row per group
         eps = sigma * rng.standard_normal(m.n)                  # eps* ~ N(0, sigma2 I)
         return mean + np.einsum("iq,iq->i", m.Z, b[m.codes]) + eps
+    return draw
+
+
+def statistics_sampler(fit):
+    """A function rng -> the per-group statistics (:class:`~teachlmm.design.GroupStats`) of one response
+    y* drawn from the fitted model, computed from the statistics alone (the bootstrap of a model built from chunks).
+
+    With W_j = [X_j Z_j], theta_j = (beta, b*_j), b*_j ~ N(0, G) and
+    y*_j = W_j theta_j + eps_j, only u_j = W_j'eps_j and eps_j'eps_j enter the
+    statistics, and their joint law needs only W_j'W_j::
+
+        u_j = W_j'eps_j ~ N(0, sigma2 W_j'W_j)               drawn as sqrt(sigma2) V_j diag(sqrt(lam_j)) z_j
+        eps_j'eps_j = u_j'(W_j'W_j)^+ u_j + sigma2 chi2(n_j - r_j)   (the part in W_j's column space, and the
+                                                               independent rest; u'(W'W)^+u = sigma2 ||z||^2)
+        W_j'y*_j = W_j'W_j theta_j + u_j
+        y*_j'y*_j = theta_j'W_j'W_j theta_j + 2 theta_j'u_j + eps_j'eps_j
+
+    (W_j'W_j = V_j diag(lam_j) V_j', r_j its rank). These are exactly the
+    statistics the rows of y* would give, so a refit on them is a refit on y*.
+    """
+    m, s = fit.model, fit.model.stats
+    p, q, J = m.p, m.q, m.J
+    WtW = np.concatenate([np.concatenate([s.XtX, s.XtZ], axis=2), np.concatenate([s.ZtX, s.ZtZ], axis=2)], axis=1)
+    lam, V = np.linalg.eigh(WtW)                                  # (J, k), (J, k, k)
+    keep = lam > 1e-12 * lam.max(axis=1, keepdims=True) * WtW.shape[1]
+    root = V * np.sqrt(np.where(keep, lam, 0.0))[:, None, :]    # root root' = W_j'W_j
+    rest_df = s.n - keep.sum(axis=1)                              # n_j - r_j
+    L = math.sqrt(fit.sigma2) * mme.relative_factor(fit.G, fit.sigma2)
+    sigma = math.sqrt(fit.sigma2)
+
+    def draw(rng):
+        b = rng.standard_normal((J, q)) @ L.T                     # b*_j ~ N(0, G)
+        theta = np.concatenate([np.broadcast_to(fit.beta, (J, p)), b], axis=1)
+        z = rng.standard_normal(theta.shape)
+        u = sigma * np.einsum("jkl,jl->jk", root, z)              # W_j'eps_j
+        rest = np.where(rest_df > 0, rng.chisquare(np.maximum(rest_df, 1)), 0.0)
+        ee = fit.sigma2 * ((z * z * keep).sum(axis=1) + rest)     # eps_j'eps_j
+        Wtheta = np.einsum("jkl,jl->jk", WtW, theta)
+        Wty = Wtheta + u
+        yty = (theta * Wtheta).sum(axis=1) + 2 * (theta * u).sum(axis=1) + ee
+        return type(s)(n=s.n, XtX=s.XtX, XtZ=s.XtZ, ZtZ=s.ZtZ, Xty=Wty[:, :p], Zty=Wty[:, p:], yty=yty)
     return draw
 
 
@@ -391,6 +434,7 @@ def simulate(fit, n_sim=1, seed=None):
     """
     n_sim = validators.positive_int(n_sim, "n_sim")
     rng = validators.rng(seed)
+    _rows_of(fit.model, "simulate()")
     draw = response_sampler(fit)
     ys = np.array([draw(rng) for _ in range(n_sim)]).reshape(n_sim, fit.model.n)
     return ys if fit.model.offset is None else ys + fit.model.offset     # the response as read: with offset(...)
