@@ -896,9 +896,14 @@ class Model:
         :class:`Centring`) maps them back: ``centring.beta(fit_c.beta)``,
         ``centring.G(fit_c.G)``, ``centring.b(fit_c.ranef)``,
         ``centring.vcov(fit_c.vcov)``; sigma2 and the log-likelihood are the
-        same. Use it when a column's mean is large against its spread (a
-        timestamp, UTM coordinates, y + 1e9): the centred cross-products keep
-        every digit that the raw ones lose.
+        same. The centred cross-products keep every digit that the raw ones
+        lose when a column's mean is large against its spread (a timestamp,
+        UTM coordinates, y + 1e9). ``em.fit``, ``gibbs.sample`` and
+        ``blup.fit`` do this by themselves when a column needs it
+        (:meth:`fitting_basis`); call it to step through such a model with
+        ``em.init``/``em.step`` or ``gibbs.init``/``gibbs.step``. The
+        columns that need it are centred (every column when none does; see
+        :attr:`centring`), so the copy is the one the fitting methods use.
 
         Needs the rows (a model built from chunks keeps only the raw
         cross-products).

@@ -656,6 +656,18 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
         ``n_iter``, ``converged``, ``singular`` and ``max_grad`` (max |gradient| of the
         profiled deviance in lme4's theta, as lme4's ``checkConv`` reports it).
 
+    Raises
+    ------
+    TeachLMMError
+        ``tol`` not a positive finite number, ``max_iter`` not a positive whole
+        number, an unknown method, or bad start values.
+
+    Notes
+    -----
+    A model with a column whose mean exceeds 100 times its spread (y + 1e9)
+    is fitted on its centred copy and the estimates mapped back exactly
+    (:meth:`teachlmm.Model.fitting_basis`); ``history`` is mapped back too.
+
     Warns
     -----
     ConvergenceWarning

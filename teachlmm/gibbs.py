@@ -930,6 +930,10 @@ def sample(model, draws=2000, warmup=500, chains=4, seed=None, prior=None, keep_
     Returns
     -------
     Posterior
+        Draws in the model's own coordinates. A model with a column whose mean
+        exceeds 100 times its spread is sampled on its centred copy, with the
+        prior carried over exactly (see ``_working_basis``), and the draws
+        mapped back; a model built from chunks samples from its statistics.
 
     Raises
     ------
