@@ -354,8 +354,9 @@ ERRORS = [
      r"simulate\(\).*need\(s\) the rows.*from_chunks.*in memory"),
     ("fitted from chunks", lambda: _chunk_fit().fitted(), TeachLMMError, r"fitted values.*need\(s\) the rows"),
     ("residuals from chunks", lambda: _chunk_fit().residuals(), TeachLMMError, r"residuals need\(s\) the rows"),
-    ("bootstrap from chunks", lambda: _chunk_fit().confint(method="boot", n_boot=3, seed=1), TeachLMMError,
-     r"parametric bootstrap need\(s\) the rows"),
+    ("bootstrap LRT from chunks", lambda: tl.compare.anova(_chunk_fit(), _chunk_fit("y ~ x + (1 + x | g)"),
+                                                            method="boot", n_boot=3),
+     TeachLMMError, r"method='boot' needs the rows.*from_chunks.*method='chisq'"),
     ("anova from chunks of other data", lambda: tl.compare.anova(
         _chunk_fit(), _chunk_fit("y ~ x + (1 + x | g)", dict(BASE, y=BASE["y"] * 2))), tl.DataError,
      r"fit 2 has a different response"),
