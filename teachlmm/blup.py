@@ -63,10 +63,12 @@ county with one house has no own slope; the BLUP is still defined).
 """
 from typing import NamedTuple
 
+import warnings
+
 import numpy as np
 
 from . import mme
-from .errors import DesignError
+from .errors import ConditioningWarning, DesignError
 from .results import MixedModelResult
 
 __all__ = ["BLUPResult", "fit", "shrinkage", "Pooled", "Pooling", "pooling"]
@@ -123,7 +125,11 @@ class BLUPResult(MixedModelResult):
 
     def __init__(self, model, G, sigma2, reml=True):
         super().__init__(model, G, sigma2, reml=reml, method="BLUP (given G, sigma2)")
-        self.shrinkage = shrinkage(model.stats, self.G, self.sigma2, self.solution)
+        work, centring = model.fitting_basis()           # a column of large mean: the centred statistics
+        S = shrinkage(work.stats, self._G_work, self.sigma2, self.solution)
+        if work is not model:                            # S_j = S_z S_cj S_z^-1 back in the model's basis
+            S = centring.Sz @ S @ np.linalg.inv(centring.Sz)
+        self.shrinkage = S
 
     @property
     def lambda_(self):
@@ -177,7 +183,47 @@ def fit(model, G, sigma2, reml=True):
     (116, 0.953)
     """
     G, sigma2 = model.check_variance_components(G, sigma2)
-    return BLUPResult(model, G, sigma2, reml=reml)
+    G_eff = _stable_G(model, G, sigma2)
+    if G_eff is G:
+        return BLUPResult(model, G, sigma2, reml=reml)
+    result = BLUPResult(model, G_eff, sigma2, reml=reml)
+    result.G_computed, result.G = G_eff, G                # report the G the user gave; see _stable_G
+    if result.icc is not None:
+        result.icc = G[0, 0] / (G[0, 0] + sigma2)
+    return result
+
+
+CONDITION_LIMIT = 1e8       # n_j G / sigma2 beyond this: the equations lose more than 8 of 16 digits
+
+
+def _stable_G(model, G, sigma2):
+    """G itself, or, when G / sigma2 is so large that the mixed-model equations cancel away their digits,
+    a G scaled down to where the solution equals the G -> infinity limit to about 1e-8.
+
+    The Schur complement A = X'X - sum_j X_j'Z_j M_j^-1 Z_j'X_j subtracts two
+    numbers that agree to log10(1 + n_j G / sigma2) digits (for a random
+    intercept, n_j - n_j^2 G / (sigma2 + n_j G) = n_j sigma2 / (sigma2 + n_j G)):
+    at G = 1e14 nothing is left (radon's intercept moves from 1.50 to 2.36).
+    The estimates converge as G grows, beta(G) = beta_inf + O(sigma2 / (n_j G)),
+    so beyond n_j G / sigma2 = 1e8 the solution at G and the one at the G scaled
+    back to that ratio agree to about 1e-8; the latter loses only 8 digits. The
+    limit is no pooling of the random terms (each group's own fit, with the
+    fixed effects that Z spans fixed by the groups' mean). Standard errors of
+    those fixed effects grow without bound with G: they are reported at the
+    scaled G, and a warning says so.
+    """
+    lam = float(np.linalg.eigvalsh(G)[-1]) if G.size else 0.0
+    ratio = float(model.stats.n.max()) * lam / sigma2
+    if not ratio > CONDITION_LIMIT:
+        return G
+    G_eff = G * (CONDITION_LIMIT / ratio)
+    warnings.warn(f"G / sigma2 is so large (n_j G / sigma2 up to {ratio:.1e}) that the mixed-model equations "
+                  f"would lose {np.log10(ratio):.0f} of float64's 16 digits. The estimates are computed in their "
+                  "G -> infinity limit (no pooling of the random terms), which they equal to about "
+                  f"{1 / CONDITION_LIMIT:.0e}, at G scaled by {CONDITION_LIMIT / ratio:.1e} (result.G_computed); "
+                  "fixef_se, vcov, condsd and loglik are those of that G (the standard errors of the fixed "
+                  "effects the random terms span grow without bound with G)", ConditioningWarning, stacklevel=3)
+    return G_eff
 
 
 # ----------------------------------------------------------------------------

@@ -38,27 +38,63 @@ def _free_entries(model):
 
 
 def _check_same_data(fits):
+    """The same rows: n, the response and the grouping; from the per-group statistics when a model has no rows.
+
+    A model built from chunks keeps no rows, so the check compares what it
+    has: n, the group labels and sizes n_j, and each group's y_j'y_j.
+    """
     first = fits[0].model
     for k, f in enumerate(fits[1:], start=2):
         m = f.model
         if m.n != first.n:
             raise DataError(f"fit 1 has {first.n} rows but fit {k} has {m.n}: models compared by a "
                             "likelihood-ratio test must be fitted to the same rows")
-        if not np.array_equal(m.y, first.y):
+        rows = m.y is not None and first.y is not None
+        same_y = np.array_equal(m.y, first.y) if rows else \
+            np.allclose(m.stats.yty, first.stats.yty, rtol=1e-10, atol=0)
+        if not same_y:
             raise DataError(f"fit {k} has a different response than fit 1 (same length, other values); "
                             "compare models of the same data and the same response")
-        if m.group_name != first.group_name or not np.array_equal(m.codes, first.codes):
+        same_groups = (np.array_equal(m.codes, first.codes) if rows else
+                       np.array_equal(m.stats.n, first.stats.n) and np.array_equal(m.groups, first.groups))
+        if m.group_name != first.group_name or not same_groups:
             raise DataError(f"fit {k} groups the rows differently than fit 1 ({m.group_name!r} vs "
                             f"{first.group_name!r}); anova compares models with the same grouping")
+
+
+def _check_estimates(fits, names):
+    """anova compares maximised likelihoods: a BLUP at typed-in values or a fit that stopped early has none."""
+    for f, name in zip(fits, names):
+        if f.method.startswith("BLUP") or f.method == "given":
+            raise TeachLMMError(f"{name} is a BLUP at typed-in variance components ({f.method}), not a fit: "
+                                "a likelihood-ratio test needs the maximised likelihood. Fit it with "
+                                "tl.em.fit(model) and compare those fits")
+        if not f.converged and not f.reml:
+            raise TeachLMMError(f"{name} did not converge (stopped after {f.n_iter} iterations), so its "
+                                "log-likelihood is not the maximum and the test would be wrong; refit with a "
+                                "larger max_iter (tl.em.fit(model, reml=False, max_iter=...))")
+
+
+def _same_column(ms, mb, kind, k, kb):
+    """Is column k of the small model's X (or Z) column kb of the big one's? From the rows, or from
+    the per-group statistics (sum of squares and cross-product with y) of a model built from chunks."""
+    if ms.X is not None and mb.X is not None:
+        A, B = (ms.X, mb.X) if kind == "fixed effect" else (ms.Z, mb.Z)
+        return np.allclose(A[:, k], B[:, kb])
+    if kind == "fixed effect":
+        pairs = ((ms.stats.XtX[:, k, k], mb.stats.XtX[:, kb, kb]), (ms.stats.Xty[:, k], mb.stats.Xty[:, kb]))
+    else:
+        pairs = ((ms.stats.ZtZ[:, k, k], mb.stats.ZtZ[:, kb, kb]), (ms.stats.Zty[:, k], mb.stats.Zty[:, kb]))
+    return all(np.allclose(a, b) for a, b in pairs)
 
 
 def _check_nested(small, big, name_small, name_big):
     """small is nested in big: its X and Z columns and its free G entries are all in big."""
     ms, mb = small.model, big.model
-    for kind, names_s, names_b, A, B in (("fixed effect", ms.fixef_names, mb.fixef_names, ms.X, mb.X),
-                                        ("random effect", ms.ranef_names, mb.ranef_names, ms.Z, mb.Z)):
+    for kind, names_s, names_b in (("fixed effect", ms.fixef_names, mb.fixef_names),
+                                   ("random effect", ms.ranef_names, mb.ranef_names)):
         for k, name in enumerate(names_s):
-            if name not in names_b or not np.allclose(A[:, k], B[:, names_b.index(name)]):
+            if name not in names_b or not _same_column(ms, mb, kind, k, names_b.index(name)):
                 raise TeachLMMError(f"{name_small} is not nested in {name_big}: its {kind} {name!r} is not in "
                                     f"{name_big}. A likelihood-ratio test needs the smaller model to be a "
                                     "special case of the bigger one; compare non-nested models by AIC/BIC.")
@@ -288,9 +324,13 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
     Raises
     ------
     TeachLMMError
-        Fewer than two fits, an unknown method, or models that are not nested.
+        Fewer than two fits, an unknown method, models that are not nested, a
+        BLUP at typed-in values (``tl.blup.fit``: no maximised likelihood), or an
+        ML fit (given, or the ML refit of a REML fit) that stopped at max_iter:
+        refused rather than marked, since its chi-square would be wrong.
     DataError
-        Fits to different data (rows, response or grouping).
+        Fits to different data (rows, response or grouping; for models built
+        from chunks: n, the groups and their sizes, and each group's y'y).
 
     Examples
     --------
@@ -321,13 +361,21 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
     if len(names) != len(fits):
         raise TeachLMMError(f"names has {len(names)} entries for {len(fits)} fits")
     _check_same_data(fits)
+    _check_estimates(fits, names)
     order = sorted(range(len(fits)), key=lambda k: fits[k].df)  # stable: ties keep the given order
     fits, names = [fits[k] for k in order], [names[k] for k in order]
     for i in range(1, len(fits)):
         _check_nested(fits[i - 1], fits[i], names[i - 1], names[i])
     ml = [_ml(f) for f in fits]
+    _check_estimates(ml, [f"{n} (refitted by ML)" if f.reml else n for n, f in zip(names, fits)])
     table = AnovaTable(names, ml, [f.reml for f in fits], method)
     if method == "boot":
+        if any(f.model.X is None for f in fits):
+            raise TeachLMMError("method='boot' needs the rows of the data for models built from chunks "
+                                "(Model.from_chunks): the two models' statistics of one simulated response "
+                                "cannot be drawn from either model's statistics alone. Use method='chisq' "
+                                "(with the mixture p-value for a variance on the boundary), or build the models "
+                                "from the data in memory")
         _add_bootstrap(table, validators.positive_int(n_boot, "n_boot"), seed, progress)
     return table
 

@@ -214,6 +214,10 @@ def derivatives(fit, reml=None):
 
     Cost O(J K^2 q^4 + K^2 p^3) with K free entries of G: no n x n matrix, no loop over groups.
     """
+    if not fit.model.fitting_basis()[1].is_identity:
+        raise TeachLMMError("degrees of freedom are not yet computed for a model with a column whose mean is far "
+                            "above its spread (it is fitted in a centred basis); subtract a constant from that "
+                            "column (e.g. centre it) and refit, or use ddf='normal'")
     m, s, sol = fit.model, fit.model.stats, fit.solution
     reml = fit.reml if reml is None else reml
     s2, n, p = fit.sigma2, m.stats.n_total, m.p

@@ -12,6 +12,23 @@ cross-products, computed once here (a J-stack of small matrices)::
 
 After that an EM iteration, a Gibbs sweep or a log-likelihood costs
 O(J (p+q)^3), whatever the number of rows n. No n x n matrix is ever built.
+
+Numerical conditioning: centred only when needed. The raw cross-products of
+a column whose mean is large against its spread (y + 1e9, a timestamp, UTM
+coordinates) lose 2 log10(|mean| / sd) of float64's 16 digits. Building the
+model checks every column of X and y from the totals it already has (O(p^2),
+no pass over the rows); when one has |mean| > 100 sd (4 digits at stake), the
+fitting methods (``em.fit``, ``gibbs.sample``/``gibbs.init``, ``blup.fit``
+and every result) work on the centred copy of the model
+(:meth:`Model.centred`, one more pass over the rows, made once) and map the
+estimates back by the exact change of basis (:class:`Centring`; det S = 1,
+so sigma2 and the log-likelihood are the same numbers). An ordinary model
+(every column within 100 sd of 0) is fitted from its raw statistics, as
+before, so it costs nothing: see :meth:`Model.fitting_basis`. A model built
+from chunks keeps no rows, so it cannot be centred afterwards: it warns
+(ConditioningWarning) instead. The textbook step functions ``em.init``/
+``em.step`` work on the statistics they are given and warn on such a model
+(fit ``model.centred()`` there).
 """
 import copy
 import difflib
@@ -27,7 +44,7 @@ from .errors import (ConditioningWarning, DataError, DesignError, Identifiabilit
                      TeachLMMError)
 from .formula import columns_of, parse_formula
 
-__all__ = ["Model", "GroupStats", "Centring"]
+__all__ = ["Model", "GroupStats", "Centring", "response_variance"]
 
 
 # ----------------------------------------------------------------------------
@@ -328,6 +345,16 @@ class Centring:
     Sx: np.ndarray
     Sz: np.ndarray
 
+    @classmethod
+    def identity(cls, p, q):
+        """No change of basis (a model whose raw statistics keep their digits)."""
+        return cls(0.0, np.eye(p), np.eye(q))
+
+    @property
+    def is_identity(self):
+        return self.y_shift == 0 and np.all(self.Sx == np.eye(self.Sx.shape[0])) and \
+            np.all(self.Sz == np.eye(self.Sz.shape[0]))
+
     def beta(self, beta_c):
         """beta = S_x (beta_c + c_y e_0)."""
         beta_c = np.array(beta_c, dtype=float)
@@ -362,17 +389,35 @@ def _shift_matrix(means, intercept, size):
     return S
 
 
-def _ill_conditioned(values, name, limit=1e4):
-    """A warning when a column's mean dwarfs its spread (its squares lose 2 log10(|mean| / sd) digits)."""
-    if values is None or values.size < 2:
-        return
-    mean, sd = float(np.mean(values)), float(np.std(values))
-    if sd > 0 and abs(mean) > limit * sd:
-        digits = 2 * np.log10(abs(mean) / sd)
-        warnings.warn(f"column {name!r} has a mean ({mean:.6g}) about {abs(mean) / sd:.0e} times its standard "
-                      f"deviation: its cross-products lose about {digits:.0f} of float64's 16 digits, and the fit may "
-                      f"be inaccurate. Fit model.centred() (exact; see Model.centred) or subtract a constant, e.g. "
-                      f"I({name} - {mean:.3g})", ConditioningWarning, stacklevel=4)
+CENTRE_ABOVE = 100.0      # centre when a column's |mean| exceeds this many sd (2 log10(100) = 4 digits at stake)
+
+
+def large_mean_ratio(ratio):
+    """'about 1e+09 times' (|mean| / sd), or 'so many times ... that float64 keeps none of' when sd is lost."""
+    return f"about {ratio:.0e} times" if np.isfinite(ratio) else "so much larger than"
+
+
+def _large_means(stats, names, response, limit=CENTRE_ABOVE):
+    """[(name, mean, |mean| / sd)] for y and the columns of X whose mean dwarfs their spread.
+
+    From the totals the statistics already hold (the intercept's row of
+    X'X gives the column sums): O(p^2), no pass over the rows. The variance
+    mean(x^2) - mean(x)^2 of such a column is itself inexact, but only ever
+    smaller than |mean| / limit when the column is ill-conditioned, so the
+    test is safe.
+    """
+    if "(Intercept)" not in names:
+        return []
+    i, n = names.index("(Intercept)"), stats.n_total
+    sums, squares = stats.XtX_total[i], np.diag(stats.XtX_total)
+    cols = [(name, sums[k] / n, squares[k] / n) for k, name in enumerate(names) if k != i]
+    cols.append((response, stats.Xty_total[i] / n, stats.yty_total / n))
+    out = []
+    for name, mean, mean_sq in cols:
+        var = max(mean_sq - mean * mean, 0.0)
+        if mean * mean > limit * limit * var and mean != 0:
+            out.append((name, float(mean), abs(mean) / np.sqrt(var) if var > 0 else np.inf))
+    return out
 
 
 def _rank_check(M, S, gram, names):
@@ -449,8 +494,9 @@ class Model:
     Warnings
     --------
     MissingValuesWarning (rows dropped), IdentifiabilityWarning (the grouping
-    factor also as fixed dummies), ConditioningWarning (a column whose mean
-    dwarfs its spread: see :meth:`centred`).
+    factor also as fixed dummies), ConditioningWarning (only for a model built
+    from chunks with a column whose mean dwarfs its spread; with rows, the
+    fitting methods centre such a model themselves: see :meth:`fitting_basis`).
 
     Raises
     ------
@@ -561,6 +607,7 @@ class Model:
         self.y = self.X = self.Z = self.codes = self.offset = None
         self._check_response(lo, hi)
         self._check_estimable()
+        self._check_conditioning()
         return self
 
     def _parse(self, formula):
@@ -768,13 +815,38 @@ class Model:
                               "duplicates the intercept; a full set of dummies does too).")
 
     def _check_conditioning(self):
-        """Warn when a large offset in y or in a column of X will cost the raw cross-products their digits."""
-        if "(Intercept)" not in self.fixef_names:
+        """Find the columns whose raw cross-products lose digits to a large mean (see the module docstring).
+
+        With rows, the fitting methods centre such a model themselves (:meth:`fitting_basis`);
+        built from chunks it cannot be centred, and a column beyond 1e4 sd (8 digits) gets a warning.
+        """
+        self._large_means = _large_means(self.stats, self.fixef_names, self.formula.response)
+        if "(Intercept)" in self.ranef_names:          # random slopes whose column is not in X
+            i, z = self.ranef_names.index("(Intercept)"), self.stats.ZtZ.sum(0)
+            seen = {name for name, _, _ in self._large_means}
+            for k, name in enumerate(self.ranef_names):
+                mean, var = z[i, k] / self.n, z[k, k] / self.n - (z[i, k] / self.n) ** 2
+                if k != i and name not in self.fixef_names and name not in seen and \
+                        mean * mean > CENTRE_ABOVE ** 2 * max(var, 0.0) and mean != 0:
+                    self._large_means.append((name, float(mean), abs(mean) / np.sqrt(var) if var > 0 else np.inf))
+        if self.X is not None:                          # the rows give the flagged columns' exact spread
+            exact = []
+            for name, mean, ratio in self._large_means:
+                col = self.y if name == self.formula.response else \
+                    self.X[:, self.fixef_names.index(name)] if name in self.fixef_names else \
+                    self.Z[:, self.ranef_names.index(name)]
+                sd = float(np.std(col))
+                exact.append((name, float(np.mean(col)), abs(mean) / sd if sd > 0 else np.inf))
+            self._large_means = exact
             return
-        _ill_conditioned(self.y, self.formula.response)
-        for k, name in enumerate(self.fixef_names):
-            if name != "(Intercept)":
-                _ill_conditioned(self.X[:, k], name)
+        for name, mean, ratio in self._large_means:
+            if ratio > 1e4:
+                lost = f"about {2 * np.log10(ratio):.0f}" if np.isfinite(ratio) else "all"
+                warnings.warn(f"column {name!r} has a mean ({mean:.6g}) {large_mean_ratio(ratio)} its standard "
+                              f"deviation: its cross-products lose {lost} of float64's 16 "
+                              "digits, and this model, built from chunks, cannot be centred after reading. Subtract "
+                              f"a constant while reading, or in the formula, e.g. I({name} - {mean:.3g})",
+                              ConditioningWarning, stacklevel=4)
 
     def _check_random_rank(self):
         """Z's columns must be linearly independent (over all rows), as X's."""
@@ -824,9 +896,14 @@ class Model:
         :class:`Centring`) maps them back: ``centring.beta(fit_c.beta)``,
         ``centring.G(fit_c.G)``, ``centring.b(fit_c.ranef)``,
         ``centring.vcov(fit_c.vcov)``; sigma2 and the log-likelihood are the
-        same. Use it when a column's mean is large against its spread (a
-        timestamp, UTM coordinates, y + 1e9): the centred cross-products keep
-        every digit that the raw ones lose.
+        same. The centred cross-products keep every digit that the raw ones
+        lose when a column's mean is large against its spread (a timestamp,
+        UTM coordinates, y + 1e9). ``em.fit``, ``gibbs.sample`` and
+        ``blup.fit`` do this by themselves when a column needs it
+        (:meth:`fitting_basis`); call it to step through such a model with
+        ``em.init``/``em.step`` or ``gibbs.init``/``gibbs.step``. The
+        columns that need it are centred (every column when none does; see
+        :attr:`centring`), so the copy is the one the fitting methods use.
 
         Needs the rows (a model built from chunks keeps only the raw
         cross-products).
@@ -849,27 +926,68 @@ class Model:
 
     @property
     def centring(self):
-        """The :class:`Centring` of this model's data (column means of X, Z; the mean of y)."""
+        """The :class:`Centring` of this model's data: the columns of X and Z and y, each minus its mean.
+
+        Only the columns that need it (:func:`_large_means`: |mean| > 100 sd) are
+        shifted when some do, so that the rest of the model keeps the
+        coordinates it was written in; when none does (``model.centred()``
+        asked for anyway), every column is.
+        """
         cache = self.__dict__.get("_centring")
         if cache is None:
             icpt = self.fixef_names.index("(Intercept)") if "(Intercept)" in self.fixef_names else None
+            flagged = {name for name, _, _ in (getattr(self, "_large_means", None) or [])}
+            pick = (lambda name: name in flagged) if flagged else (lambda name: True)
             mx = self.X.mean(axis=0) if icpt is not None else np.zeros(self.p)
+            mx = np.where([pick(n) for n in self.fixef_names], mx, 0.0)
             Sx = _shift_matrix(mx, icpt, self.p)
             Sz = np.eye(self.q)
             for blk in self.blocks:                     # centre a slope only together with its block's intercept
                 names = [self.ranef_names[k] for k in blk]
                 if "(Intercept)" in names and len(blk) > 1:
                     i0 = blk[names.index("(Intercept)")]
-                    Sz[i0, blk] -= self.Z[:, blk].mean(axis=0)
+                    mz = self.Z[:, blk].mean(axis=0)
+                    Sz[i0, blk] -= np.where([pick(n) for n in names], mz, 0.0)
                     Sz[i0, i0] = 1.0
-            y_shift = float(self.y.mean()) if icpt is not None else 0.0
+            y_shift = float(self.y.mean()) if icpt is not None and pick(self.formula.response) else 0.0
             cache = self.__dict__["_centring"] = Centring(y_shift, Sx, Sz)
         return cache
+
+    def fitting_basis(self):
+        """The model the fitting methods work on, and the map back: ``(model_w, centring)``.
+
+        For an ordinary model, ``(self, Centring.identity(p, q))``: the raw
+        statistics keep their digits. When a column's mean is more than 100
+        times its spread (``y + 1e9``), the centred copy (:meth:`centred`,
+        made once and kept) and its :class:`Centring`; ``em.fit``,
+        ``gibbs.sample`` and ``blup.fit`` fit ``model_w`` and report
+        ``centring``'s map of the estimates, so ``tl.em.fit(tl.Model(...))``
+        is right for any offset. A model built from chunks has no rows to
+        centre: it is its own basis.
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+        >>> m.fitting_basis()[0] is m
+        True
+        """
+        cache = self.__dict__.get("_basis")
+        if cache is None or cache[2] is not self.stats:     # with_response() swaps the statistics
+            if getattr(self, "_large_means", None) and self.X is not None:
+                self.__dict__.pop("_centring", None)
+                cache = (self._centred_copy(), self.centring, self.stats)
+            else:
+                cache = (self, Centring.identity(self.p, self.q), self.stats)
+            self.__dict__["_basis"] = cache
+        return cache[0], cache[1]
 
     def _centred_copy(self):
         c = self.centring
         new = copy.copy(self)
-        new.__dict__.pop("_centring", None)
+        for key in ("_centring", "_basis"):
+            new.__dict__.pop(key, None)
+        new._large_means = []
         new.X, new.Z, new.y = self.X @ c.Sx, self.Z @ c.Sz, self.y - c.y_shift
         new.stats = GroupStats.from_arrays(new.X, new.Z, new.y, self.codes, self.J)
         return new
@@ -1077,3 +1195,27 @@ class Model:
             raise DataError("this model was built from chunks and keeps no group codes of the rows, so it "
                             "cannot tell a column's value per group")
         return col
+def response_variance(model):
+    """var(y) from the per-group statistics (so a model built from chunks has it too)::
+
+        v = (sum_i y_i^2 - n ybar^2) / (n - 1),   n ybar = sum_i y_i = (X'y)_0, the intercept's entry
+
+    The sum of y is the intercept's entry of X'y (or of Z'y when only the random
+    part has an intercept); a model without an intercept anywhere uses the rows
+    when it has them, else the mean square y'y / n. For a column with a large mean
+    this difference loses digits: the fitting methods hand a centred model
+    (:meth:`teachlmm.Model.fitting_basis`) to this function, where ybar = 0.
+    """
+    if hasattr(model, "fitting_basis"):
+        model = model.fitting_basis()[0]            # v is the same in the centred basis, and exact there
+    s, n = model.stats, model.n
+    if "(Intercept)" in model.fixef_names:
+        total = s.Xty_total[model.fixef_names.index("(Intercept)")]
+    elif "(Intercept)" in model.ranef_names:
+        total = s.Zty[:, model.ranef_names.index("(Intercept)")].sum()
+    elif model.y is not None:
+        return float(np.var(model.y, ddof=1))
+    else:
+        return s.yty_total / n
+    return float(max(s.yty_total - total * total / n, 0.0) / (n - 1))
+

@@ -61,7 +61,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import mme, newton, validators
-from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
+from .errors import BoundaryWarning, ConditioningWarning, ConvergenceWarning, TeachLMMError
+from .design import large_mean_ratio as _times
 from .results import MixedModelResult
 
 __all__ = ["State", "Record", "e_step", "m_step", "init", "step", "step_factor", "steps", "fit"]
@@ -214,6 +215,13 @@ def init(model, reml=True, G=None, sigma2=None):
     >>> s1.loglik >= s0.loglik
     True
     """
+    if getattr(model, "_large_means", None) and model.X is not None:
+        name, mean, ratio = model._large_means[0]
+        warnings.warn(f"column {name!r} has a mean ({mean:.6g}) {_times(ratio)} its standard deviation, so "
+                      "the raw cross-products these steps use have lost digits. em.fit centres such a model by "
+                      "itself; to step through it, use the centred copy: mc, centring = model.centred(); "
+                      "tl.em.init(mc) (centring.G and centring.beta map its estimates back)",
+                      ConditioningWarning, stacklevel=2)
     G0, s0 = start_values(model)
     G, sigma2 = model.check_variance_components(G0 if G is None else G, s0 if sigma2 is None else sigma2)
     return e_step(model, G, sigma2, reml)
@@ -648,6 +656,18 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
         ``n_iter``, ``converged``, ``singular`` and ``max_grad`` (max |gradient| of the
         profiled deviance in lme4's theta, as lme4's ``checkConv`` reports it).
 
+    Raises
+    ------
+    TeachLMMError
+        ``tol`` not a positive finite number, ``max_iter`` not a positive whole
+        number, an unknown method, or bad start values.
+
+    Notes
+    -----
+    A model with a column whose mean exceeds 100 times its spread (y + 1e9)
+    is fitted on its centred copy and the estimates mapped back exactly
+    (:meth:`teachlmm.Model.fitting_basis`); ``history`` is mapped back too.
+
     Warns
     -----
     ConvergenceWarning
@@ -667,8 +687,14 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
     """
     if method not in METHODS:
         raise TeachLMMError(f"method must be one of {sorted(METHODS)}, not {method!r}")
+    tol = validators.positive_number(tol, "tol", " (the stopping rule's threshold, e.g. 1e-8; tol = inf would "
+                                     "stop after one step and call it converged)")
+    max_iter = validators.positive_int(max_iter, "max_iter")
     t0 = time.perf_counter()
-    state = init(model, reml, G=G, sigma2=sigma2)
+    work, centring = model.fitting_basis()          # the centred copy when a column has a large mean
+    if work is not model and G is not None:          # a warm start is given in the model's own basis
+        G = centring.G_centred(model.check_variance_components(G, 1.0 if sigma2 is None else sigma2)[0])
+    state = init(work, reml, G=G, sigma2=sigma2)
     history = [_record(state)]
     if method == "newton":
         warm = G is not None or sigma2 is not None      # a warm start: straight to Newton
@@ -688,9 +714,12 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
                           "of D G D / sigma2 and sigma2, in the last plain step). Raise max_iter or use "
                           "method='newton'.", ConvergenceWarning, stacklevel=2)
     label = "EM + Newton" if method == "newton" else f"EM ({method})"
-    result = MixedModelResult(model, state.G, state.sigma2, reml=reml, method=label,
-                              n_iter=state.iteration, converged=converged, history=history,
-                              seconds=time.perf_counter() - t0, max_grad=max_grad)
+    if work is not model:                            # back to the model's basis: beta = S_x(...), G = S_z G_c S_z'
+        history = [r._replace(beta=centring.beta(r.beta), G=centring.G(r.G)) for r in history]
+    result = MixedModelResult(model, centring.G(state.G) if work is not model else state.G, state.sigma2,
+                              reml=reml, method=label, n_iter=state.iteration, converged=converged,
+                              history=history, seconds=time.perf_counter() - t0, max_grad=max_grad,
+                              G_centred=state.G)
     if result.singular:                                 # lme4's rule, see MixedModelResult.singular
         warnings.warn("boundary (singular) fit: a random-effect variance is (nearly) zero or a "
                       "correlation is +-1; see result.G. The model may be simpler than written.",

@@ -70,7 +70,8 @@ Step through it::
 import math
 import sys
 import time
-from dataclasses import dataclass, fields
+import warnings
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -78,7 +79,9 @@ import scipy.special
 
 from . import convergence, diagnostics, huang_wand, mme, validators
 from . import interweave as _interweave
-from .errors import TeachLMMError
+from .design import large_mean_ratio as _times
+from .design import response_variance
+from .errors import ConditioningWarning, TeachLMMError
 from .mme import cholesky, lower_inverse, relative_factor, residual_sum_of_squares   # batched over chains
 from .tables import format_table
 
@@ -219,6 +222,21 @@ class Prior:
     def is_huang_wand(self):
         """True when G's prior is Huang-Wand's (neither nu0 nor S0 given)."""
         return self.A is not None or (self.nu0 is None and self.S0 is None)
+        self._check_overflow()
+
+    PRIOR_SCALE_LIMIT = 1e100
+
+    def _check_overflow(self):
+        """A variance scale beyond 1e100 overflows float64 where the sampler squares it (1e300 I gives NaN draws)."""
+        big = self.PRIOR_SCALE_LIMIT
+        for name, value in (("S0", None if self.S0 is None else float(np.abs(self.S0).max())), ("b0", self.b0),
+                            ("sigma_max", None if self.sigma_max is None else min(self.sigma_max, 1e154) ** 2),
+                            ("A", None if self.A is None else float(np.max(self.A)) ** 2)):
+            if value is not None and not value <= big:
+                raise TeachLMMError(f"prior {name} is on a scale of {value:.3g} (a variance), which overflows "
+                                    "float64 where the sampler squares and multiplies variances (the limit is "
+                                    f"{big:.0e}). A weakly informative prior is on the data's scale: leave it out "
+                                    "(the default scales follow var(y)), or rescale the response")
 
     def resolve(self, model):
         """This prior with every default filled in for ``model``, checked against its sizes.
@@ -322,7 +340,7 @@ def default_prior(model):
 
 def _inverse_wishart_defaults(model):
     """The inverse-Wishart / inverse-gamma defaults for the arguments not given (see :class:`Prior`)."""
-    v = float(np.var(model.y, ddof=1))
+    v = response_variance(model)
     m = np.diag(model.stats.ZtZ.sum(0)) / model.n                   # mean square of each z_k
     S0 = np.diag(v / (10 * np.where(m > 0, m, 1.0)))
     return Prior(nu0=model.q + 1, S0=S0, a0=0.5, b0=v / 2, tau2=np.inf)
@@ -710,7 +728,7 @@ def _dispersed_start(model, rng):
     range is wide, so chains that agree after warm-up have forgotten where
     they began (that is what R-hat checks).
     """
-    v = float(np.var(model.y, ddof=1))
+    v = response_variance(model)
     m = np.diag(model.stats.ZtZ.sum(0)) / model.n
     m = np.where(m > 0, m, 1.0)
     one_chain = isinstance(rng, ChainStreams)
@@ -748,6 +766,13 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
     >>> state.cond.G_df               # nu0 + J = 3 + 85
     88.0
     """
+    if getattr(model, "_large_means", None) and model.X is not None:
+        name, mean, ratio = model._large_means[0]
+        warnings.warn(f"column {name!r} has a mean ({mean:.6g}) {_times(ratio)} its standard deviation, so "
+                      "the raw cross-products these steps use have lost digits. gibbs.sample centres such a model "
+                      "by itself; to step through it, use the centred copy: mc, centring = model.centred(); "
+                      "tl.gibbs.init(mc, ...) (centring.G and centring.beta map its draws back)",
+                      ConditioningWarning, stacklevel=2)
     prior = (prior if prior is not None else Prior()).resolve(model)
     n_chains = 1 if chains is None else validators.positive_int(chains, "chains")
     rngs = _chain_generators(seed, n_chains)
@@ -972,6 +997,10 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
     Returns
     -------
     Posterior
+        Draws in the model's own coordinates. A model with a column whose mean
+        exceeds 100 times its spread is sampled on its centred copy, with the
+        prior carried over exactly (see ``_working_basis``), and the draws
+        mapped back; a model built from chunks samples from its statistics.
 
     Warns
     -----
@@ -998,13 +1027,16 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
     """
     draws, chains, thin = (validators.positive_int(draws, "draws"), validators.positive_int(chains, "chains"),
                            validators.positive_int(thin, "thin"))
+    model_in = model
     warmup = validators.nonnegative_int(warmup, "warmup")
     start = time.perf_counter()
-    state = init(model, seed=seed, prior=prior, chains=chains)
-    prior = state.prior
+    prior = (prior if prior is not None else Prior()).resolve(model)
+    work, centring, prior_w = _working_basis(model, prior)
+    state = init(work, seed=seed, prior=prior_w, chains=chains)
+    model = work
     total = warmup + draws * thin
     if model.q <= 2:
-        fast, noises = FastSweep(model, prior, interweave), _noise_per_sweep(state.rng, model, prior, total)
+        fast, noises = FastSweep(model, state.prior, interweave), _noise_per_sweep(state.rng, model, state.prior, total)
         sweep = lambda G, s2: fast(G, s2, next(noises))                       # noqa: E731
     else:
         def sweep(G, s2):
@@ -1032,9 +1064,55 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
                   f"{rate:.0f} sweeps/s, {rate * chains:.0f} draws/s", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
+    model = _back_to_basis(out, centring, state.model, model_in)
     post = Posterior(model, out, prior, warmup=warmup, thin=thin, seconds=time.perf_counter() - start, seed=seed)
     convergence.check(post)                     # warns once (R-hat, bulk and tail ESS of beta, G, sigma2)
     return post
+
+
+def _working_basis(model, prior):
+    """(model to sample, Centring, the prior in its basis); see :meth:`teachlmm.Model.fitting_basis`.
+
+    With a column of large mean the sampler runs on the centred copy. The
+    prior is the one stated for the model (``prior``, resolved on it); in the
+    centred basis G_c = S_z^-1 G S_z^-T, so G ~ InvWishart(nu0, S0) is
+    G_c ~ InvWishart(nu0, S_z^-1 S0 S_z^-T), and the flat prior on beta stays
+    flat: the posterior is the same, only written in other coordinates. A
+    proper prior on beta (finite tau2) is not invariant under the shift of
+    the intercept, so then the raw statistics are used, with a warning.
+    """
+    work, centring = model.fitting_basis()
+    if work is model:
+        return model, centring, prior
+    if np.any(np.isfinite(np.asarray(prior.tau2, dtype=float))):
+        name, mean, _ = model._large_means[0]
+        warnings.warn(f"column {name!r} has a large mean ({mean:.6g}): the sampler centres such a model only "
+                      "with a flat prior on beta (tau2 = inf, the default), so it runs on the raw statistics, "
+                      f"which have lost digits. Subtract a constant from {name!r} first, or use the flat prior",
+                      ConditioningWarning, stacklevel=3)
+        return model, type(centring).identity(model.p, model.q), prior
+    if prior.S0 is None:                          # Huang-Wand: a prior on G's own sds and correlations
+        if np.array_equal(centring.Sz, np.eye(model.q)):
+            return work, centring, prior          # only y and X moved: G_c = G, the same prior
+        name, mean, _ = model._large_means[0]
+        warnings.warn(f"column {name!r} has a large mean ({mean:.6g}) and a random slope: the Huang-Wand prior "
+                      "on G's standard deviations is not invariant under the change of basis that centres it, "
+                      "so the sampler runs on the raw statistics, which have lost digits. Subtract a constant "
+                      f"from {name!r} first", ConditioningWarning, stacklevel=3)
+        return model, type(centring).identity(model.p, model.q), prior
+    S0 = centring.G_centred(prior.S0)                # inverse-Wishart: G_c ~ InvWishart(nu0, S_z^-1 S0 S_z^-T)
+    return work, centring, replace(prior, S0=(S0 + S0.T) / 2)
+
+
+def _back_to_basis(out, centring, work, model):
+    """Map the draws of the working basis back in place: beta = S_x(beta_c + c_y e_0), G = S_z G_c S_z', b = S_z b_c."""
+    if work is model:
+        return model
+    out["beta"] = centring.beta(out["beta"])
+    out["G"] = centring.G(out["G"])
+    if "b" in out:
+        out["b"] = centring.b(out["b"])
+    return model
 
 
 class Posterior:

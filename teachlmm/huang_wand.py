@@ -42,9 +42,12 @@ so that the half-t's scale is the whole spread of y carried by term k: wide
 (half the prior mass of sqrt(G_kk) rms(z_k) lies below about 0.8 sd(y)), and
 following a change of units of y or of z_k.
 """
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from .design import response_variance
 
 __all__ = ["NU", "default_scales", "a_conditional", "draw_a", "IWGivenA", "G_prior_given_a", "gamma_shapes"]
 
@@ -61,7 +64,7 @@ def default_scales(model):
     >>> default_scales(model).round(3)
     array([0.853, 2.091])
     """
-    sd = float(np.std(model.y, ddof=1))
+    sd = math.sqrt(response_variance(model))                          # from the statistics (chunks too)
     ms = np.diag(model.stats.ZtZ.sum(0)) / model.n                     # mean(z_k^2)
     return sd / np.sqrt(np.where(ms > 0, ms, 1.0))
 

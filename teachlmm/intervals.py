@@ -46,7 +46,13 @@ def with_response(model, y):
         X_j'y_j,  Z_j'y_j,  y_j'y_j
 
     X, Z, the groups and X_j'X_j, X_j'Z_j, Z_j'Z_j are shared with ``model``.
+    For a model built from chunks, ``y`` is the statistics of the new response
+    (:func:`teachlmm.results.statistics_sampler`), taken as they are.
     """
+    if model.X is None and hasattr(y, "yty"):                   # from chunks: the statistics of y*
+        new = copy.copy(model)
+        new.stats = y
+        return new
     y = np.asarray(y, dtype=float)
     W = np.column_stack([model.X, model.Z])                     # [X Z], (n, p + q)
     Wty = np.stack([np.bincount(model.codes, weights=W[:, k] * y, minlength=model.J)

@@ -24,7 +24,7 @@ from . import mme, validators
 from .errors import TeachLMMError
 from .tables import format_table, significant
 
-__all__ = ["MixedModelResult", "deviance", "simulate", "response_sampler"]
+__all__ = ["MixedModelResult", "deviance", "simulate", "response_sampler", "statistics_sampler"]
 
 
 class MixedModelResult:
@@ -59,27 +59,38 @@ class MixedModelResult:
     """
 
     def __init__(self, model, G, sigma2, reml=True, method="given", n_iter=0, converged=True,
-                 history=None, seconds=None, max_grad=None):
+                 history=None, seconds=None, max_grad=None, G_centred=None):
         self.model = model
         self.G = np.atleast_2d(np.asarray(G, dtype=float))
         self.sigma2 = float(sigma2)
         self.reml, self.method = bool(reml), method
         self.n_iter, self.converged, self.history, self.seconds = n_iter, converged, history or [], seconds
         self.max_grad = max_grad
-        self.solution = sol = mme.solve(model.stats, self.G, self.sigma2)
-        self.loglik = mme.loglik(model.stats, self.G, self.sigma2, self.reml, sol)
+        # A column with a large mean: solve in the centred basis (Model.fitting_basis) and map back,
+        # beta = S_x (beta_c + c_y e_0), b_j = S_z b_cj, Var = S V_c S' (exact; the likelihood is unchanged).
+        work, centring = model.fitting_basis()
+        if work is model:
+            G_c = self.G
+        else:
+            G_c = centring.G_centred(self.G) if G_centred is None else np.atleast_2d(np.asarray(G_centred, float))
+        self._G_work = G_c
+        self.solution = sol = mme.solve(work.stats, G_c, self.sigma2)     # in the working basis
+        self.loglik = mme.loglik(work.stats, G_c, self.sigma2, self.reml, sol)
         # lme4's isSingular(): a diagonal element of the relative factor T (G = sigma2 T T') below 1e-4
+        # (of the working basis: a rank-deficient G stays so under the change of basis, and the centred
+        # factor is the one computed without cancellation)
         self.singular = bool(np.any(np.diag(sol.T) < 1e-4))
         names = model.fixef_names
-        self.beta = sol.beta
-        self.vcov = self.sigma2 * sol.A_inv if model.p else np.zeros((0, 0))
-        self.fixef = dict(zip(names, sol.beta.tolist()))
+        self.beta = centring.beta(sol.beta) if work is not model else sol.beta
+        self.vcov = (centring.vcov(self.sigma2 * sol.A_inv) if model.p else np.zeros((0, 0)))
+        self.fixef = dict(zip(names, self.beta.tolist()))
         self.fixef_se = dict(zip(names, np.sqrt(np.diag(self.vcov)).tolist()))
         self.groups = model.groups
         self.group_name = model.group_name
         self.fixef_names, self.ranef_names = list(names), list(model.ranef_names)
-        self.ranef = sol.b
-        self.condvar = self.sigma2 * sol.Minv                 # (J, q, q) Var(b_j | y, beta)
+        self.ranef = centring.b(sol.b) if work is not model else sol.b
+        Sz = centring.Sz
+        self.condvar = self.sigma2 * (sol.Minv if work is model else Sz @ sol.Minv @ Sz.T)   # (J, q, q) Var(b_j | y, beta)
         self.condsd = np.sqrt(np.clip(np.einsum("jqq->jq", self.condvar), 0, None))
         self.coef_names = model.coef_names
         self.coef = self._coef()
@@ -154,17 +165,20 @@ class MixedModelResult:
         return {"G": self.G, "sd": self.sd, "corr": self.corr, "sigma2": self.sigma2,
                 "sigma": math.sqrt(self.sigma2), "names": self.ranef_names}
 
-    def fitted(self):
-        """X beta + Z_j b_j for every row of the fitted data (uses each row's group BLUP)."""
-        m = self.model
-        if m.X is None:
-            raise TeachLMMError("this model was built from chunks and keeps no rows; "
-                                "use predict(newdata) on the rows you need")
+    def _linear_predictor(self):
+        """X beta + Z_j b_j for every fitted row (without the formula's offset)."""
+        m = _rows_of(self.model, "fitted values and residuals")
         return m.X @ self.beta + np.einsum("iq,iq->i", m.Z, self.ranef[m.codes])
 
+    def fitted(self):
+        """X beta + Z_j b_j (+ the formula's ``offset(...)``) for every row of the fitted data (each row's group BLUP)."""
+        off = self.model.offset
+        eta = self._linear_predictor()
+        return eta if off is None else eta + off
+
     def residuals(self):
-        """y - fitted."""
-        return self.model.y - self.fitted()
+        """y - fitted (the response as read, minus the fitted values, both with the offset)."""
+        return self.model.y - self._linear_predictor()
 
     def predict(self, newdata=None, re=True, return_unseen=False):
         """Predictions for the fitted rows or for new data.
@@ -191,13 +205,15 @@ class MixedModelResult:
         [0.933, 0.163]
         """
         if newdata is None:
-            if self.model.X is None:
-                raise TeachLMMError("this model was built from chunks and keeps no rows; pass newdata")
-            X, Z, codes = self.model.X, self.model.Z, self.model.codes
+            m = _rows_of(self.model, "predict() without newdata")
+            X, Z, codes, offset = m.X, m.Z, m.codes, m.offset
         else:
             X, Z, codes = self.model.design(newdata)
+            offset = self.model.offset_of(newdata) if self.model.formula.offsets else None
         unseen = codes < 0
         pred = X @ self.beta
+        if offset is not None:                  # offset(w) in the formula: part of every prediction, as in lme4
+            pred = pred + offset
         if re:
             b = np.where(unseen[:, None], 0.0, self.ranef[np.where(unseen, 0, codes)])
             pred = pred + np.einsum("iq,iq->i", Z, b)
@@ -307,7 +323,18 @@ def deviance(fit, reml=None):
     reml = fit.reml if reml is None else bool(reml)
     if reml == fit.reml:
         return -2.0 * fit.loglik
-    return mme.profiled_deviance(fit.model.stats, fit.G, fit.sigma2, reml)
+    work, _ = fit.model.fitting_basis()
+    return mme.profiled_deviance(work.stats, getattr(fit, "_G_work", fit.G), fit.sigma2, reml)
+
+
+def _rows_of(model, what):
+    """The model, if it keeps its rows; a model built from chunks does not, and says so once for every method."""
+    if model.X is None:
+        raise TeachLMMError(f"{what} need(s) the rows of the data, but this model was built from chunks "
+                            "(Model.from_chunks) and keeps only the per-group statistics. Everything else works "
+                            "(fits, summary, anova, gibbs.sample, predict(newdata)); for these, build the Model "
+                            "from the data in memory, or call predict(newdata) on the rows you need")
+    return model
 
 
 def response_sampler(fit):
@@ -325,10 +352,9 @@ def response_sampler(fit):
     (919,)
     """
     m = fit.model
-    if m.X is None:
-        raise TeachLMMError("this model was built from chunks and keeps no rows, so it cannot simulate "
-                            "responses for them; build the Model from the data in memory")
-    mean = m.X @ fit.beta                                       # X beta
+    if m.X is None:                                             # built from chunks: draw the statistics instead
+        return statistics_sampler(fit)
+    mean = m.X @ fit.beta                                       # X beta (model.y's scale: without the offset)
     L = math.sqrt(fit.sigma2) * mme.relative_factor(fit.G, fit.sigma2)
     sigma = math.sqrt(fit.sigma2)
 
@@ -336,6 +362,47 @@ def response_sampler(fit):
         b = rng.standard_normal((m.J, m.q)) @ L.T               # b*_j ~ N(0, G), one row per group
         eps = sigma * rng.standard_normal(m.n)                  # eps* ~ N(0, sigma2 I)
         return mean + np.einsum("iq,iq->i", m.Z, b[m.codes]) + eps
+    return draw
+
+
+def statistics_sampler(fit):
+    """A function rng -> the per-group statistics (:class:`~teachlmm.design.GroupStats`) of one response
+    y* drawn from the fitted model, computed from the statistics alone (the bootstrap of a model built from chunks).
+
+    With W_j = [X_j Z_j], theta_j = (beta, b*_j), b*_j ~ N(0, G) and
+    y*_j = W_j theta_j + eps_j, only u_j = W_j'eps_j and eps_j'eps_j enter the
+    statistics, and their joint law needs only W_j'W_j::
+
+        u_j = W_j'eps_j ~ N(0, sigma2 W_j'W_j)               drawn as sqrt(sigma2) V_j diag(sqrt(lam_j)) z_j
+        eps_j'eps_j = u_j'(W_j'W_j)^+ u_j + sigma2 chi2(n_j - r_j)   (the part in W_j's column space, and the
+                                                               independent rest; u'(W'W)^+u = sigma2 ||z||^2)
+        W_j'y*_j = W_j'W_j theta_j + u_j
+        y*_j'y*_j = theta_j'W_j'W_j theta_j + 2 theta_j'u_j + eps_j'eps_j
+
+    (W_j'W_j = V_j diag(lam_j) V_j', r_j its rank). These are exactly the
+    statistics the rows of y* would give, so a refit on them is a refit on y*.
+    """
+    m, s = fit.model, fit.model.stats
+    p, q, J = m.p, m.q, m.J
+    WtW = np.concatenate([np.concatenate([s.XtX, s.XtZ], axis=2), np.concatenate([s.ZtX, s.ZtZ], axis=2)], axis=1)
+    lam, V = np.linalg.eigh(WtW)                                  # (J, k), (J, k, k)
+    keep = lam > 1e-12 * lam.max(axis=1, keepdims=True) * WtW.shape[1]
+    root = V * np.sqrt(np.where(keep, lam, 0.0))[:, None, :]    # root root' = W_j'W_j
+    rest_df = s.n - keep.sum(axis=1)                              # n_j - r_j
+    L = math.sqrt(fit.sigma2) * mme.relative_factor(fit.G, fit.sigma2)
+    sigma = math.sqrt(fit.sigma2)
+
+    def draw(rng):
+        b = rng.standard_normal((J, q)) @ L.T                     # b*_j ~ N(0, G)
+        theta = np.concatenate([np.broadcast_to(fit.beta, (J, p)), b], axis=1)
+        z = rng.standard_normal(theta.shape)
+        u = sigma * np.einsum("jkl,jl->jk", root, z)              # W_j'eps_j
+        rest = np.where(rest_df > 0, rng.chisquare(np.maximum(rest_df, 1)), 0.0)
+        ee = fit.sigma2 * ((z * z * keep).sum(axis=1) + rest)     # eps_j'eps_j
+        Wtheta = np.einsum("jkl,jl->jk", WtW, theta)
+        Wty = Wtheta + u
+        yty = (theta * Wtheta).sum(axis=1) + 2 * (theta * u).sum(axis=1) + ee
+        return type(s)(n=s.n, XtX=s.XtX, XtZ=s.XtZ, ZtZ=s.ZtZ, Xty=Wty[:, :p], Zty=Wty[:, p:], yty=yty)
     return draw
 
 
@@ -373,5 +440,7 @@ def simulate(fit, n_sim=1, seed=None):
     """
     n_sim = validators.positive_int(n_sim, "n_sim")
     rng = validators.rng(seed)
+    _rows_of(fit.model, "simulate()")
     draw = response_sampler(fit)
-    return np.array([draw(rng) for _ in range(n_sim)]).reshape(n_sim, fit.model.n)
+    ys = np.array([draw(rng) for _ in range(n_sim)]).reshape(n_sim, fit.model.n)
+    return ys if fit.model.offset is None else ys + fit.model.offset     # the response as read: with offset(...)

@@ -37,11 +37,13 @@ teachlmm.errors.TeachLMMError: chains must be a positive whole number, got 2.5
 >>> validators.seed_sequence(7).entropy
 7
 """
+import math
+
 import numpy as np
 
 from .errors import TeachLMMError
 
-__all__ = ["whole_number", "positive_int", "nonnegative_int", "level", "seed_sequence", "rng"]
+__all__ = ["whole_number", "positive_int", "nonnegative_int", "positive_number", "level", "seed_sequence", "rng"]
 
 
 def whole_number(value, name, minimum):
@@ -91,6 +93,23 @@ def nonnegative_int(value, name):
     0
     """
     return whole_number(value, name, 0)
+
+
+def positive_number(value, name, what=""):
+    """A positive, finite number (``tol``), as a float; ``what`` says what it is for in the message.
+
+    Examples
+    --------
+    >>> positive_number(1e-8, "tol")
+    1e-08
+    """
+    try:
+        ok = not isinstance(value, (bool, np.bool_, str, bytes)) and math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise TeachLMMError(f"{name} must be a positive, finite number{what}, got {value!r}")
+    return float(value)
 
 
 def level(value, name="level"):

@@ -308,7 +308,58 @@ def _write(tmp_path, name, content, encoding="utf-8"):
     return path
 
 
+def _chunks(data=None, size=30):
+    data = BASE if data is None else data
+    return [{k: np.asarray(v)[i:i + size] for k, v in data.items()} for i in range(0, 96, size)]
+
+
+def _chunk_fit(formula=F, data=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tl.em.fit(tl.Model.from_chunks(formula, _chunks(data)))
+
+
+def _ml_not_converged():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tl.em.fit(tl.Model(F, BASE), reml=False, max_iter=1)
+
+
 ERRORS = [
+    # part 7: arguments and cross-object checks
+    ("em.fit tol inf", lambda: tl.em.fit(tl.Model(F, BASE), tol=np.inf), TeachLMMError,
+     r"tol must be a positive, finite number.*tol = inf would stop after one step"),
+    ("em.fit tol negative", lambda: tl.em.fit(tl.Model(F, BASE), tol=-1e-8), TeachLMMError, r"tol must be a positive"),
+    ("em.fit tol nan", lambda: tl.em.fit(tl.Model(F, BASE), tol=np.nan), TeachLMMError, r"tol must be a positive"),
+    ("em.fit tol text", lambda: tl.em.fit(tl.Model(F, BASE), tol="1e-8"), TeachLMMError, r"tol must be.*'1e-8'"),
+    ("em.fit max_iter 0", lambda: tl.em.fit(tl.Model(F, BASE), max_iter=0), TeachLMMError,
+     r"max_iter must be a positive whole number"),
+    ("em.fit max_iter inf", lambda: tl.em.fit(tl.Model(F, BASE), max_iter=np.inf), TeachLMMError,
+     r"max_iter must be a positive whole number, got inf"),
+    ("em.fit max_iter fraction", lambda: tl.em.fit(tl.Model(F, BASE), max_iter=2.5), TeachLMMError,
+     r"max_iter must be a positive whole number"),
+    ("prior S0 overflows", lambda: tl.gibbs.Prior(S0=1e300 * np.eye(1)), TeachLMMError,
+     r"prior S0 is on a scale of 1e\+300.*overflows.*leave it out"),
+    ("prior b0 overflows", lambda: tl.gibbs.Prior(b0=1e300), TeachLMMError, r"prior b0.*overflows"),
+    ("prior sigma_max overflows", lambda: tl.gibbs.Prior(sigma_max=1e200), TeachLMMError,
+     r"prior sigma_max.*overflows"),
+    ("anova of a BLUP", lambda: tl.compare.anova(tl.blup.fit(tl.Model(F, BASE), 0.3, 0.5), fit("y ~ x + (1 + x | g)", BASE)),
+     TeachLMMError, r"model1 is a BLUP at typed-in.*tl.em.fit\(model\)"),
+    ("anova of a fit that stopped", lambda: tl.compare.anova(_ml_not_converged(), fit("y ~ x + (1 + x | g)", BASE)),
+     TeachLMMError, r"model1 did not converge.*larger max_iter"),
+    ("exercise checker given a string", lambda: tl.exercises.check_icc("0.2"), TeachLMMError,
+     r"check_icc.*the text '0.2'.*without quotes"),
+    # part 8: models built from chunks
+    ("simulate from chunks", lambda: _chunk_fit().simulate(2, seed=1), TeachLMMError,
+     r"simulate\(\).*need\(s\) the rows.*from_chunks.*in memory"),
+    ("fitted from chunks", lambda: _chunk_fit().fitted(), TeachLMMError, r"fitted values.*need\(s\) the rows"),
+    ("residuals from chunks", lambda: _chunk_fit().residuals(), TeachLMMError, r"residuals need\(s\) the rows"),
+    ("bootstrap LRT from chunks", lambda: tl.compare.anova(_chunk_fit(), _chunk_fit("y ~ x + (1 + x | g)"),
+                                                            method="boot", n_boot=3),
+     TeachLMMError, r"method='boot' needs the rows.*from_chunks.*method='chisq'"),
+    ("anova from chunks of other data", lambda: tl.compare.anova(
+        _chunk_fit(), _chunk_fit("y ~ x + (1 + x | g)", dict(BASE, y=BASE["y"] * 2))), tl.DataError,
+     r"fit 2 has a different response"),
     ("mixed object column", _model("y ~ x + (1 | g)", dict(BASE, x=np.array([1.0, "a"] * 48, dtype=object))),
      tl.DataError, r"'x' mixes.*make it all numbers"),
     ("datetime column", _model("y ~ t + (1 | g)", dict(BASE, t=np.arange(96).astype("datetime64[D]"))),
