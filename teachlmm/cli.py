@@ -16,15 +16,13 @@ import os
 import sys
 import warnings
 
-import numpy as np
 
 from . import em
-from .data import load_radon, read_csv
+from .data import RADON_MODELS, load_radon, read_csv
 from .design import Model
 from .errors import TeachLMMError
 
-M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
-M4 = "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)"
+M3, M4 = RADON_MODELS["M3"], RADON_MODELS["M4"]
 
 
 def _vector(values, per_line=8):
@@ -43,12 +41,6 @@ def county_lines(fit, u):
     """
     c = fit.coef
     return c[:, 0] + c[:, 2] * u, c[:, 1] + c[:, 3] * u
-
-
-def group_values(model, column, data):
-    """One value per group (the first row's) of a group-level column, in the model's group order."""
-    first = np.unique(model.codes, return_index=True)[1]
-    return np.asarray(data[column], dtype=float)[first]
 
 
 def lecture(out=sys.stdout):
@@ -72,7 +64,7 @@ def lecture(out=sys.stdout):
     print("M4: cross-level interaction (floor x county log uranium)", file=out)
     print("=" * 72, file=out)
     print(m4.summary(), file=out)
-    u = group_values(model4, "log_uranium", data)
+    u = model4.group_values("log_uranium")
     alpha, beta = county_lines(m4, u)
     print("\nCounty intercepts alpha_j = coef[,1] + coef[,3] * u_j:", file=out)
     print(_vector(alpha), file=out)

@@ -50,7 +50,17 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["load_radon", "read_csv", "read_csv_chunks", "simulate"]
+__all__ = ["load_radon", "RADON_MODELS", "read_csv", "read_csv_chunks", "simulate"]
+
+#: The lecture's models of the radon data, in lmer syntax (one home: the CLI, the exercises and
+#: the tests read them from here). u_j = log_uranium is the county-level predictor.
+RADON_MODELS = {
+    "M0": "log_radon ~ 1 + (1 | county)",                                   # varying intercepts, no predictor
+    "M1": "log_radon ~ 1 + floor + (1 | county)",                           # varying intercepts
+    "M3": "log_radon ~ 1 + floor + (1 + floor | county)",                   # varying intercepts and slopes
+    "M3u": "log_radon ~ 1 + floor + (1 + floor || county)",                 # M3 with uncorrelated effects
+    "M4": "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)",   # cross-level
+}
 
 _NUMBER = re.compile(r"^\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|0[xX][0-9a-fA-F]+|"
                      r"[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])\s*$")

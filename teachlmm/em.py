@@ -274,7 +274,7 @@ def _scales(model):
     return newton.column_scales(model)
 
 
-def _theta(state):
+def _squarem_params(state):
     """The parameter vector SQUAREM extrapolates in: the lower triangle of the standardised
     relative factor D T (G = sigma2 T T', see :func:`_scales`) and log sigma2.
 
@@ -290,7 +290,7 @@ def _tril(q):
     return np.tril_indices(q)
 
 
-def _from_theta(theta, model):
+def _from_squarem_params(theta, model):
     q = model.q
     L = np.zeros((q, q))
     L[_tril(q)] = theta[:-1]
@@ -317,12 +317,12 @@ def _squarem(state, F=step, s1=None):
     """
     s1 = F(state) if s1 is None else s1
     s2 = F(s1)
-    t0, t1, t2 = _theta(state), _theta(s1), _theta(s2)
+    t0, t1, t2 = _squarem_params(state), _squarem_params(s1), _squarem_params(s2)
     r, v = t1 - t0, t2 - 2 * t1 + t0
     if not v.any():
         return s2
     alpha = min(-1.0, -np.linalg.norm(r) / np.linalg.norm(v))
-    G, sigma2 = _from_theta(t0 - 2 * alpha * r + alpha ** 2 * v, state.model)
+    G, sigma2 = _from_squarem_params(t0 - 2 * alpha * r + alpha ** 2 * v, state.model)
     if np.isfinite(sigma2) and sigma2 > 0 and np.isfinite(G).all():
         s_new = e_step(state.model, G * state.model.G_mask, sigma2, state.reml, state.iteration)
         if s_new.loglik >= s2.loglik:                   # keep the long step only if it is better

@@ -55,7 +55,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .data import load_radon, simulate
+from . import em
+from .data import RADON_MODELS, load_radon, simulate
 from .design import Model
 from .errors import BoundaryWarning, TeachLMMError
 
@@ -67,10 +68,7 @@ __all__ = ["M0", "M1", "M3", "M4", "AnswerError", "solution", "reset",
            "random_intercept_reml", "dense_gls_blup", "dense_reml_criterion", "dense_em_step",
            "split_rhat"]
 
-M0 = "log_radon ~ 1 + (1 | county)"
-M1 = "log_radon ~ 1 + floor + (1 | county)"
-M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
-M4 = "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)"
+M0, M1, M3, M4 = (RADON_MODELS[k] for k in ("M0", "M1", "M3", "M4"))
 LOG_2PI = np.log(2 * np.pi)
 
 
@@ -383,7 +381,6 @@ def _radon_model(formula):
 @lru_cache(maxsize=None)
 def _radon_em(formula, reml=True):
     """EM variance components (G, sigma2) of a radon model."""
-    from . import em                      # the checks below use EM for G, sigma2 only
     fit = em.fit(_radon_model(formula), reml=reml)
     return fit.G, fit.sigma2
 
@@ -854,7 +851,6 @@ def check_alpha_rmse(answer, seed, n_groups=85, tol=5e-4):
 
 
 def _alpha_rmse(seed, n_groups):
-    from . import em
     data, truth = simulate(n_groups=n_groups, seed=seed)
     model = Model(truth["formula"], data)
     with warnings.catch_warnings():                 # a boundary fit is fine here; the check stays quiet
@@ -909,7 +905,6 @@ def _solution_values(n):
                  dense_reml_criterion(model, np.diag([0.0, 0.139213]), 0.573513)),
                 ("REML criterion at the EM estimate", dense_reml_criterion(model, G, s2))]
     if n == 10:
-        from . import em
         sim, truth = simulate(n_groups=40, seed=5)
         model = Model(truth["formula"], sim)
         s0 = em.init(model, reml=False)

@@ -5,14 +5,12 @@ import pathlib
 import numpy as np
 import pytest
 
+from teachlmm.data import RADON_MODELS
+
 import teachlmm as tl
 
 HERE = pathlib.Path(__file__).resolve().parent
-M0 = "log_radon ~ 1 + (1 | county)"
-M1 = "log_radon ~ 1 + floor + (1 | county)"
-M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
-M3u = "log_radon ~ 1 + floor + (1 + floor || county)"
-M4 = "log_radon ~ 1 + floor + log_uranium + floor:log_uranium + (1 + floor | county)"
+M0, M1, M3, M3u, M4 = (RADON_MODELS[k] for k in ("M0", "M1", "M3", "M3u", "M4"))
 FORMULAS = {"M0": M0, "M1": M1, "M3": M3, "M3u": M3u, "M4": M4}
 
 

@@ -20,7 +20,7 @@ import pytest
 
 import teachlmm as tl
 from teachlmm import blup
-from teachlmm.cli import county_lines, group_values
+from teachlmm.cli import county_lines
 from teachlmm.errors import TeachLMMError
 
 REF = json.loads((pathlib.Path(__file__).parent / "reference" / "lme4_radon.json").read_text())
@@ -108,7 +108,7 @@ def test_m4_county_lines_match_the_lecture(models, data):
     r, G, sigma2 = lme4("M4_REML")
     model = models["M4"]
     bl = blup.fit(model, G=G, sigma2=sigma2)
-    u = group_values(model, "log_uranium", data)
+    u = model.group_values("log_uranium")
     alpha, beta = county_lines(bl, u)
     np.testing.assert_allclose(alpha[:8], alpha_lecture, rtol=0, atol=1e-4)
     np.testing.assert_allclose(beta[:7], beta_lecture, rtol=0, atol=1e-4)

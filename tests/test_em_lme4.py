@@ -95,9 +95,9 @@ def test_m4_em_beats_lme4_default_optimizer(fits, lme4, radon):
 
 def test_lecture_alpha_beta(fits, radon, lme4):
     """M4's county intercepts and slopes alpha_j = coef[,1] + coef[,3] u_j, beta_j = coef[,2] + coef[,4] u_j."""
-    from teachlmm.cli import county_lines, group_values
+    from teachlmm.cli import county_lines
     fit = fits("M4_REML")
-    alpha, beta = county_lines(fit, group_values(fit.model, "log_uranium", radon))
+    alpha, beta = county_lines(fit, fit.model.group_values("log_uranium"))
     np.testing.assert_allclose(alpha[:8], [0.9018, 0.8109, 1.3852, 1.0480, 1.3637, 1.7609, 1.8009, 1.7288], atol=1e-4)
     np.testing.assert_allclose(beta[:7], [-0.3578, -0.5335, -0.5990, -0.3500, -0.5633, -0.8541, -0.4352], atol=1e-4)
     ref = lme4["lecture_alpha_beta_M4"]

@@ -278,7 +278,7 @@ def test_em_decisions_are_free_of_units():
     sa1, sb1 = em.step_factor(sa), em.step_factor(sb)
     np.testing.assert_allclose(back(sb1.G), sa1.G, rtol=1e-7)            # equivariant EM map
     assert em._change(sb1, sb) == pytest.approx(em._change(sa1, sa), rel=1e-6)
-    np.testing.assert_allclose((em._theta(sb1) - em._theta(sb))[:-1], (em._theta(sa1) - em._theta(sa))[:-1],
+    np.testing.assert_allclose((em._squarem_params(sb1) - em._squarem_params(sb))[:-1], (em._squarem_params(sa1) - em._squarem_params(sa))[:-1],
                                rtol=1e-6)
     qa, qb = em._squarem(sa, em.step_factor), em._squarem(sb, em.step_factor)
     np.testing.assert_allclose(back(qb.G), qa.G, rtol=1e-6)             # the same extrapolation

@@ -14,9 +14,7 @@ PACKAGE = ROOT / "teachlmm"
 # Imports inside a function that are there on purpose. results -> intervals: ``fit.confint`` needs
 # the bootstrap, which refits by EM, and em imports results (em.fit returns a MixedModelResult).
 DEFERRED = {("results", "intervals")}
-# exercises.py imports em inside two functions although it could do so at the top (no circle would
-# form); it is maintained with the book, so it is listed here until it moves them.
-NOT_YET_MOVED = {("exercises", "em")}
+NOT_YET_MOVED = set()
 
 
 def _imports(tree, module):
