@@ -54,8 +54,17 @@ class Text(str):
     ['x  1', 'y  2']
     """
 
+    html = None          # an HTML rendering to show instead of the preformatted text
+
+    @classmethod
+    def with_html(cls, text, markup):
+        """The printout ``text``, shown in a notebook as ``markup`` (HTML)."""
+        out = cls(text)
+        out.html = markup
+        return out
+
     def _repr_html_(self):
-        return f"<pre style='white-space: pre'>{html.escape(str(self))}</pre>"
+        return self.html or f"<pre style='white-space: pre'>{html.escape(str(self))}</pre>"
 
     def __repr__(self):
         return str(self)
