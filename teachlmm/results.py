@@ -345,23 +345,32 @@ class MixedModelResult:
         with np.errstate(divide="ignore", invalid="ignore"):
             return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=index)
 
-    def _varcorr_frame(self):
-        pd = frames.require_pandas()
+    def varcorr_rows(self):
+        """lme4's ``as.data.frame(VarCorr(fit))`` as (labels, rows): rows [grp, var1, var2, vcov, sdcor].
+
+        One row per variance (sdcor: its sd), per covariance (sdcor: the
+        correlation) and the residual; labels "Var x", "Cov x,y", "Var Residual".
+        """
         r, G, sd = self.ranef_names, self.G, self.sd
-        rows, index = [], []
+        rows, labels = [], []
         for blk in self.model.blocks:
             for i in blk:
-                rows.append([self.group_name, r[i], None, G[i, i], sd[i]])
-                index.append(f"Var {r[i]}")
+                rows.append([self.group_name, r[i], None, float(G[i, i]), float(sd[i])])
+                labels.append(f"Var {r[i]}")
             for i in blk:
                 for j in blk:
                     if j < i:
                         c = G[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan")
-                        rows.append([self.group_name, r[j], r[i], G[i, j], c])
-                        index.append(f"Cov {r[j]},{r[i]}")
+                        rows.append([self.group_name, r[j], r[i], float(G[i, j]), float(c)])
+                        labels.append(f"Cov {r[j]},{r[i]}")
         rows.append(["Residual", None, None, self.sigma2, math.sqrt(self.sigma2)])
-        index.append("Var Residual")
-        return pd.DataFrame(rows, index=pd.Index(index), columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        labels.append("Var Residual")
+        return labels, rows
+
+    def _varcorr_frame(self):
+        pd = frames.require_pandas()
+        labels, rows = self.varcorr_rows()
+        return pd.DataFrame(rows, index=pd.Index(labels), columns=["grp", "var1", "var2", "vcov", "sdcor"])
 
     def _repr_html_(self):
         return self.summary()._repr_html_()
