@@ -97,8 +97,8 @@ def labelled(values, index, columns, index_name=None):
 
     Examples
     --------
-    >>> labelled(np.eye(2), ["a", "b"], ["x", "y"], "g").loc["b", "y"]
-    np.float64(1.0)
+    >>> float(labelled(np.eye(2), ["a", "b"], ["x", "y"], "g").loc["b", "y"])
+    1.0
     """
     pd = require_pandas()
     idx = pd.Index(list(index), name=index_name)

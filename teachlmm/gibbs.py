@@ -61,6 +61,7 @@ Step through it::
     post = sample(model, draws=2000, warmup=500, chains=4, seed=1)
     print(post.summary())
 """
+import html
 import math
 import sys
 import time
@@ -1119,9 +1120,9 @@ class Posterior:
             warnings.warn(message, ConvergenceWarning, stacklevel=2)
             notes = ["Warning: " + message]
             out += [""] + notes
-        markup = ("".join(f"<p>{frames.html.escape(line)}</p>" for line in head)
+        markup = ("".join(f"<p>{html.escape(line)}</p>" for line in head)
                   + "".join(frames.html_table(header, cells(pairs), caption=title) for title, pairs in sections)
-                  + "".join(f"<p><b>{frames.html.escape(line)}</b></p>" for line in notes))
+                  + "".join(f"<p><b>{html.escape(line)}</b></p>" for line in notes))
         return frames.Text.with_html("\n".join(out), markup)
 
     def _summary_rows(self):
@@ -1202,7 +1203,7 @@ class Posterior:
         >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
         ...                        draws=100, warmup=50, chains=2, seed=1)
         >>> idata = post.to_arviz()
-        >>> list(idata.posterior["beta"].coords["fixef"].values)
+        >>> idata.posterior["beta"].coords["fixef"].values.tolist()
         ['(Intercept)', 'floor']
         """
         try:
