@@ -1194,8 +1194,8 @@ class Posterior:
         fixed-effect names), ``G`` (dims ``ranef``, ``ranef_col``), ``sd``
         (``ranef``), ``sigma2``, ``sigma`` and, if kept, ``b`` (dims: the grouping
         variable, coordinates the group labels, and ``ranef``). Tested with
-        ArviZ 0.x (the ``arviz`` extra pins it); the 1.x branch calls
-        ``arviz.from_dict`` with the data in its "posterior" group.
+        ArviZ 0.x (the ``arviz`` extra pins it); the 1.x branch (ArviZ 1 needs
+        Python >= 3.12) calls ``arviz.from_dict({"posterior": ...})``, 1.x's form, untested here.
 
         Examples
         --------
