@@ -159,7 +159,7 @@ def _fit_command(args):
     if args.output == "json":
         print(json.dumps(fit_json(fit), indent=1))
     elif args.output == "csv":
-        header, rows = table_rows(fit, args.table)
+        header, rows = table_rows(fit, args.table or "fixef")
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(header)
         writer.writerows([[repr(v) if isinstance(v, float) else v for v in r] for r in rows])
@@ -190,7 +190,7 @@ def main(argv=None):
     f.add_argument("--output", choices=["text", "json", "csv"], default="text",
                    help="text: the lmer-style summary (default); json: " + ", ".join(JSON_KEYS)
                    + "; csv: the table chosen by --table")
-    f.add_argument("--table", choices=["fixef", "ranef", "coef", "varcorr"], default="fixef",
+    f.add_argument("--table", choices=["fixef", "ranef", "coef", "varcorr"], default=None,
                    help="the table for --output csv (default fixef)")
     f.add_argument("--max-iter", type=int, default=10000, help="most EM iterations (default 10000)")
     f.add_argument("--sep", default=",", help="field separator (default ','; e.g. ';' or '\\t')")
@@ -199,6 +199,8 @@ def main(argv=None):
     f.add_argument("--missing", choices=["drop", "error"], default="drop",
                    help="rows with a missing value: drop them as lme4 does (default) or stop with an error")
     args = parser.parse_args(argv)
+    if args.command == "fit" and args.table is not None and args.output != "csv":
+        parser.error("--table chooses the table of --output csv; add --output csv")
     try:
         if args.command == "fit":
             _fit_command(args)

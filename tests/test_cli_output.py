@@ -93,3 +93,10 @@ def test_singular_fit_reported_once_and_ranef_headers(tmp_path):
     assert lines[k + 1].split() == ["g", "(Intercept)", "condsd", "(Intercept)"]
     res = run(["fit", "y ~ 1 + (1 | g)", "--data", str(path), "--output", "json"])
     assert res.stderr.lower().count("singular") == 1 and json.loads(res.stdout)["G"][0][0] < 1e-6
+
+
+def test_table_without_csv_output_is_a_usage_error(csv_file):
+    res = run(["fit", FORMULA, "--data", str(csv_file), "--table", "ranef"])
+    assert res.returncode == 2 and "--output csv" in res.stderr
+    res = run(["fit", FORMULA, "--data", str(csv_file), "--output", "csv"])
+    assert res.returncode == 0 and res.stdout.splitlines()[0] == "term,Estimate,Std. Error,t value"
