@@ -16,7 +16,9 @@ tests with Satterthwaite / Kenward-Roger degrees of freedom), :mod:`~teachlmm.in
 ``bootstrap``), :mod:`~teachlmm.diagnostics` and :mod:`~teachlmm.plots` (the only
 module that needs matplotlib; imported on first use). :mod:`~teachlmm.validators`
 and :mod:`~teachlmm.tables` hold the argument checks and the text tables every
-module shares; :mod:`~teachlmm.inference` re-exports the names it used to hold.
+module shares; :mod:`~teachlmm.prediction` the intervals of ``predict``;
+:mod:`~teachlmm.frames` the pandas DataFrames (pandas imported on first use) and
+HTML displays; :mod:`~teachlmm.inference` re-exports the names it used to hold.
 
 ``tl.simulate_data`` makes new data with a known truth (``tl.simulate`` is its
 old, deprecated name); ``fit.simulate`` draws new responses from a fit.
@@ -34,7 +36,7 @@ from .results import MixedModelResult
 __version__ = "0.1.0"
 
 _LAZY_MODULES = {"gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots", "exercises", "formula",
-                 "design", "results", "validators", "tables", "data"}
+                 "design", "results", "validators", "tables", "data", "prediction", "frames"}
 
 
 def simulate(*args, **kwargs):
@@ -60,5 +62,5 @@ def __getattr__(name):
 
 __all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate",
            "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots",
-           "exercises", "validators", "tables",
+           "exercises", "validators", "tables", "prediction", "frames",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

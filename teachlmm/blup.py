@@ -69,6 +69,7 @@ import numpy as np
 
 from . import mme
 from .errors import ConditioningWarning, DesignError
+from .frames import short_repr
 from .results import MixedModelResult
 
 __all__ = ["BLUPResult", "fit", "shrinkage", "Pooled", "Pooling", "pooling"]
@@ -263,6 +264,12 @@ class Pooling(dict):
     def __init__(self, parts, **shared):
         super().__init__(parts)
         self.__dict__.update(shared)
+
+    def __repr__(self):
+        """One line: the three estimates' shapes, G and sigma2; the arrays stay one attribute away."""
+        return short_repr("Pooling", {"kinds": list(self), "groups": len(self.groups), "G": self.G,
+                                      "sigma2": self.sigma2,
+                                      "estimates": next(iter(self.values())).estimates})
 
 
 def _complete_pooling(model):

@@ -6,21 +6,33 @@ shows: both lmer-style summaries, county 2's regression line, and M4's county
 intercepts alpha_j and slopes beta_j.
 
 ``teachlmm fit "y ~ x + (1 | g)" --data file.csv [--ml] [--sep ';'] [--dec ','] [--encoding latin-1]
-[--missing error]`` fits a user's CSV, read as :func:`teachlmm.read_csv` reads it.
+[--missing error] [--ranef] [--output text|json|csv] [--table fixef|ranef|coef|varcorr]`` fits a
+user's CSV, read as :func:`teachlmm.read_csv` reads it (``--data -`` reads it from standard input).
+``--output json`` prints one JSON object with the keys of :data:`JSON_KEYS`;
+``--output csv`` prints one table (``--table``) as CSV. ``teachlmm --version``.
 
 Exit status: 0 on success, 2 on a user error (a bad file, formula or model;
 the message says what to do), 1 on an internal error (never a traceback).
 """
 import argparse
+import csv
+import json
 import os
+import shutil
 import sys
+import tempfile
 import warnings
 
 
-from . import em
+from . import __version__, em
 from .data import RADON_MODELS, load_radon, read_csv
 from .design import Model
-from .errors import TeachLMMError
+from .errors import BoundaryWarning, TeachLMMError
+from .tables import format_table
+
+JSON_KEYS = ("fixef", "fixef_se", "G", "sigma2", "loglik", "groups", "ranef")
+DESCRIPTION = ("Linear mixed models fitted by readable algorithms. Without a command: fit the "
+               "lecture's models M3 and M4 on the radon data and print them.")
 
 M3, M4 = RADON_MODELS["M3"], RADON_MODELS["M4"]
 
@@ -74,18 +86,79 @@ def lecture(out=sys.stdout):
     return m3, m4
 
 
-def _fit_command(args):
+def _read_data(args):
+    """The CSV of ``--data``; ``-`` is standard input (copied to a temporary file, read the same way)."""
     sep = "\t" if args.sep in ("\\t", "tab") else args.sep
-    data = read_csv(args.data, sep=sep, dec=args.dec, encoding=args.encoding)
-    with warnings.catch_warnings():
+    if args.data != "-":
+        return read_csv(args.data, sep=sep, dec=args.dec, encoding=args.encoding)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "stdin.csv")
+        with open(path, "wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f)
+        return read_csv(path, sep=sep, dec=args.dec, encoding=args.encoding)
+
+
+def _plain(v):
+    """A group label or number as JSON has it (numpy scalars to Python)."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def fit_json(fit):
+    """The fit's numbers as a dict with the keys ``JSON_KEYS`` (what ``--output json`` prints).
+
+    fixef, fixef_se : {name: value}.   G : q x q list.   sigma2, loglik : floats.
+    groups : the group labels.   ranef : {random-effect name: [BLUP per group, in ``groups`` order]}.
+    """
+    return {"fixef": dict(fit.fixef), "fixef_se": dict(fit.fixef_se), "G": fit.G.tolist(),
+            "sigma2": fit.sigma2, "loglik": fit.loglik, "groups": [_plain(g) for g in fit.groups],
+            "ranef": {name: fit.ranef[:, k].tolist() for k, name in enumerate(fit.ranef_names)}}
+
+
+def table_rows(fit, table):
+    """(header, rows) of one table for ``--output csv``: fixef, ranef, coef or varcorr."""
+    if table == "fixef":
+        return (["term", "Estimate", "Std. Error", "t value"],
+                [[k, fit.fixef[k], fit.fixef_se[k], fit.fixef[k] / fit.fixef_se[k] if fit.fixef_se[k] else ""]
+                 for k in fit.fixef_names])
+    if table in ("ranef", "coef"):
+        values, names = (fit.ranef, fit.ranef_names) if table == "ranef" else (fit.coef, fit.coef_names)
+        return [fit.group_name, *names], [[_plain(g), *row] for g, row in zip(fit.groups, values.tolist())]
+    if table == "varcorr":
+        labels, rows = fit.varcorr_rows()
+        return ["grp", "var1", "var2", "vcov", "sdcor"], [["" if v is None else v for v in r] for r in rows]
+    raise TeachLMMError(f"unknown table {table!r}; choose fixef, ranef, coef or varcorr")
+
+
+def _print_ranef(fit):
+    header = [fit.group_name] + [h for name in fit.ranef_names for h in (name, f"condsd {name}")]
+    rows = [[str(g)] + [f"{v:.5f}" for pair in zip(b, s) for v in pair]
+            for g, b, s in zip(fit.groups, fit.ranef, fit.condsd)]
+    print("\nRandom effects (BLUPs) and their conditional SDs:")
+    print(format_table(rows, header))
+
+
+def _fit_command(args):
+    data = _read_data(args)
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        warnings.showwarning = _show_warning
         fit = em.fit(Model(args.formula, data, missing=args.missing), reml=not args.ml, max_iter=args.max_iter)
-    print(fit.summary())
-    if args.ranef:
-        print("\nRandom effects (BLUPs) and conditional SDs:")
-        for g, b, s in zip(fit.groups, fit.ranef, fit.condsd):
-            print(f"  {g}: " + "  ".join(f"{v: .5f} ({e:.5f})" for v, e in zip(b, s)))
+    said = set()
+    for w in caught:                     # each warning once; a singular fit once (the summary says it)
+        text_says_it = args.output == "text" and issubclass(w.category, BoundaryWarning) and fit.singular
+        if not text_says_it and str(w.message) not in said:
+            said.add(str(w.message))
+            _show_warning(w.message, w.category, w.filename, w.lineno)
+    if args.output == "json":
+        print(json.dumps(fit_json(fit), indent=1))
+    elif args.output == "csv":
+        header, rows = table_rows(fit, args.table or "fixef")
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([[repr(v) if isinstance(v, float) else v for v in r] for r in rows])
+    else:
+        print(fit.summary())
+        if args.ranef:
+            _print_ranef(fit)
     return fit
 
 
@@ -96,21 +169,30 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv=None):
     """Entry point of the ``teachlmm`` command."""
-    parser = argparse.ArgumentParser(prog="teachlmm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="teachlmm", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"teachlmm {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("lecture", help="fit the lecture's M3 and M4 on the radon data (the default)")
     f = sub.add_parser("fit", help="fit a model to a CSV file")
     f.add_argument("formula", help='lmer formula, e.g. "y ~ 1 + x + (1 + x | g)"')
-    f.add_argument("--data", required=True, help="CSV file with a header line")
+    f.add_argument("--data", required=True, help="CSV file with a header line; '-' reads standard input")
     f.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
-    f.add_argument("--ranef", action="store_true", help="also print each group's BLUPs")
-    f.add_argument("--max-iter", type=int, default=10000)
+    f.add_argument("--ranef", action="store_true",
+                   help="also print each group's BLUPs and conditional SDs (text output)")
+    f.add_argument("--output", choices=["text", "json", "csv"], default="text",
+                   help="text: the lmer-style summary (default); json: " + ", ".join(JSON_KEYS)
+                   + "; csv: the table chosen by --table")
+    f.add_argument("--table", choices=["fixef", "ranef", "coef", "varcorr"], default=None,
+                   help="the table for --output csv (default fixef)")
+    f.add_argument("--max-iter", type=int, default=10000, help="most EM iterations (default 10000)")
     f.add_argument("--sep", default=",", help="field separator (default ','; e.g. ';' or '\\t')")
     f.add_argument("--dec", default=".", help="decimal mark (default '.'; ',' with --sep ';')")
     f.add_argument("--encoding", default="utf-8", help="the file's encoding (default utf-8; e.g. latin-1)")
     f.add_argument("--missing", choices=["drop", "error"], default="drop",
                    help="rows with a missing value: drop them as lme4 does (default) or stop with an error")
     args = parser.parse_args(argv)
+    if args.command == "fit" and args.table is not None and args.output != "csv":
+        parser.error("--table chooses the table of --output csv; add --output csv")
     try:
         if args.command == "fit":
             _fit_command(args)

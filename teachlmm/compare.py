@@ -16,13 +16,14 @@ The information criteria are defined as lme4 defines them (``fit.aic``,
 For a REML fit, ``loglik`` is the *restricted* log-likelihood. Compare REML
 criteria only between models with the same fixed effects.
 """
+import html
 import math
 import textwrap
 
 import numpy as np
 from scipy import stats as sps
 
-from . import em, validators
+from . import em, frames, validators
 from .ddf import anova as f_tests
 from .errors import DataError, TeachLMMError
 from .intervals import Progress, RefitTally, refit_start
@@ -254,6 +255,26 @@ class AnovaTable:
 
     def __repr__(self):
         return str(self)
+
+    def _repr_html_(self):
+        rows = self.rows
+        cols = {c: format_column([r[c] for r in rows]) for c in ("AIC", "BIC", "logLik", "deviance", "Chisq")}
+        body = [[r["model"], r["npar"], *(cols[c][i] for c in ("AIC", "BIC", "logLik", "deviance", "Chisq")),
+                 "" if r["Df"] is None else r["Df"], format_p(r["Pr(>Chisq)"])]
+                + ([format_p(r["Pr(boot)"])] if self.method == "boot" else []) for i, r in enumerate(rows)]
+        header = ["", "npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
+        header += ["Pr(boot)"] * (self.method == "boot")
+        models = "".join(f"<p>{html.escape(name)}: {html.escape(f.model.formula.text)}</p>"
+                         for name, f in zip(self.names, self.fits))
+        notes = "".join(f"<p>{html.escape(line)}</p>" for line in self._notes())
+        return models + frames.html_table(header, body) + notes
+
+    def to_frame(self):
+        """The table as a pandas DataFrame indexed by model name (lme4's columns; NaN in the first row)."""
+        pd = frames.require_pandas()
+        rows = self.rows
+        return pd.DataFrame([{k: (np.nan if v is None else v) for k, v in r.items() if k != "model"} for r in rows],
+                            index=pd.Index([r["model"] for r in rows]))
 
 
 def _ml(fit):

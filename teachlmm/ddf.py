@@ -121,7 +121,7 @@ import scipy.stats as sps
 
 from . import validators
 from .errors import TeachLMMError
-from .tables import SIGNIF_CODES, format_p, format_table, stars
+from .tables import SIGNIF_CODES, format_column, format_p, format_table, stars
 
 __all__ = ["DDF_METHODS", "coef_table", "satterthwaite", "kenward_roger", "between_within", "anova",
            "FTable", "wald_intervals", "contrasts_type3", "deviance_hessian"]
@@ -592,10 +592,12 @@ def format_coef_table(table):
     z = "z value" in table
     stat, pcol = ("z value", "Pr(>|z|)") if z else ("t value", "Pr(>|t|)")
     header = ["", "Estimate", "Std. Error"] + ([] if z else ["df"]) + [stat, pcol, ""]
+    est = format_column([table["Estimate"][k] for k in names])          # R's format(): 5 significant digits
+    se = format_column([table["Std. Error"][k] for k in names])
     rows = []
-    for k in names:
+    for i, k in enumerate(names):
         p = table[pcol][k]
-        row = [k, f"{table['Estimate'][k]:.4g}", f"{table['Std. Error'][k]:.4g}"]
+        row = [k, est[i], se[i]]
         if not z:
             row.append(f"{table['df'][k]:.2f}")
         rows.append(row + [f"{table[stat][k]:.3f}", format_p(p), stars(p)])

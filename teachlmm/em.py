@@ -63,6 +63,7 @@ import numpy as np
 from . import mme, newton, validators
 from .errors import BoundaryWarning, ConditioningWarning, ConvergenceWarning, TeachLMMError
 from .design import large_mean_ratio as _times
+from .frames import short_repr
 from .results import MixedModelResult
 
 __all__ = ["State", "Record", "e_step", "m_step", "init", "step", "step_factor", "steps", "fit"]
@@ -115,6 +116,12 @@ class State(NamedTuple):
     trace: float
     reml: bool
     model: Any
+
+    def __repr__(self):
+        """One line: iteration, loglik, G, sigma2; the arrays (b, var_b, ...) stay one attribute away."""
+        return short_repr("em.State", {"iteration": self.iteration, "loglik": self.loglik, "G": self.G,
+                                       "sigma2": self.sigma2, "reml": self.reml, "b": self.b,
+                                       "var_b": self.var_b})
 
 
 def e_step(model, G, sigma2, reml, iteration=0):

@@ -67,6 +67,7 @@ Step through it::
     post = sample(model, draws=2000, warmup=500, chains=4, seed=1)
     print(post.summary())
 """
+import html
 import math
 import sys
 import time
@@ -77,7 +78,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 import scipy.special
 
-from . import convergence, diagnostics, huang_wand, mme, validators
+from . import convergence, diagnostics, frames, huang_wand, mme, validators
 from . import interweave as _interweave
 from .design import large_mean_ratio as _times
 from .design import response_variance
@@ -718,6 +719,11 @@ class State(NamedTuple):
     model: Any
     prior: Prior
 
+    def __repr__(self):
+        """One line: iteration, G, sigma2 and the shapes; the arrays stay one attribute away."""
+        return frames.short_repr("gibbs.State", {"iteration": self.iteration, "beta": self.beta, "G": self.G,
+                                                 "sigma2": self.sigma2, "b": self.b})
+
 
 def _dispersed_start(model, rng):
     """Over-dispersed start values (G, sigma2) for one chain or each chain of a tuple.
@@ -1261,29 +1267,194 @@ class Posterior:
         Bayesian linear mixed model, Gibbs sampler: 4 chains x 1000 draws (warm-up 200, thin 1)
         """
         fixed, random, residual = self._labels()
-        rows = {name: self._row(name) for name, _ in fixed + random + residual}
+        rows = self._summary_rows()
         header = ["", "mean", "sd", "2.5%", "50%", "97.5%", "R-hat", "ESS-bulk", "ESS-tail"]
 
-        def table(pairs):
-            return format_table([[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
-                                 + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}",
-                                    f"{rows[n]['ess_tail']:.0f}"] for n, label in pairs], header)
+        def cells(pairs):
+            return [[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
+                    + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}", f"{rows[n]['ess_tail']:.0f}"]
+                    for n, label in pairs]
 
         m = self.model
-        out = [f"Bayesian linear mixed model, Gibbs sampler: {self.chains} chains x {self.n_draws} draws "
-               f"(warm-up {self.warmup}, thin {self.thin})",
-               f"Formula: {m.formula.text}",
-               f"Prior: {self.prior.describe()}",
-               f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}"
-               + (f"; sampled in {self.seconds:.2f} s" if self.seconds is not None else ""), "",
-               "Fixed effects:", table(fixed), "",
-               f"Random effects ({m.group_name}):", table(random), "",
-               "Residual:", table(residual)]
+        head = [f"Bayesian linear mixed model, Gibbs sampler: {self.chains} chains x {self.n_draws} draws "
+                f"(warm-up {self.warmup}, thin {self.thin})",
+                f"Formula: {m.formula.text}",
+                f"Prior: {self.prior.describe()}",
+                f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}"
+                + (f"; sampled in {self.seconds:.2f} s" if self.seconds is not None else "")]
+        sections = [("Fixed effects:", fixed), (f"Random effects ({m.group_name}):", random),
+                    ("Residual:", residual)]
+        out = list(head)
+        for title, pairs in sections:
+            out += ["", title, format_table(cells(pairs), header)]
         message = convergence.check(self)       # warns only if sample() has not already
-        if message:
-            out += ["", "Warning: " + message]
-        return "\n".join(out)
+        notes = ["Warning: " + message] if message else []
+        out += [""] * bool(notes) + notes
+        markup = ("".join(f"<p>{html.escape(line)}</p>" for line in head)
+                  + "".join(frames.html_table(header, cells(pairs), caption=title) for title, pairs in sections)
+                  + "".join(f"<p><b>{html.escape(line)}</b></p>" for line in notes))
+        return frames.Text.with_html("\n".join(out), markup)
+
+    def _summary_rows(self):
+        """{get-name: row of summary statistics} for every summary row (computed once per call)."""
+        fixed, random, residual = self._labels()
+        return {name: self._row(name) for name, _ in fixed + random + residual}
+
+    # -- labelled tables, ArviZ, posterior predictive ----------------------------
+    def to_frame(self):
+        """The summary table as a pandas DataFrame, one row per parameter (needs the extra ``pandas``).
+
+        Index: the summary's row labels ("floor", "Var (Intercept)", "Std.Dev.
+        Residual", ...). Columns: mean, sd, 2.5%, 50%, 97.5%, r_hat, ess_bulk,
+        ess_tail, the numbers :meth:`summary` prints (unrounded).
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
+        ...                        draws=500, warmup=200, chains=2, seed=1)
+        >>> list(post.to_frame().index[:3])
+        ['(Intercept)', 'floor', 'Var (Intercept)']
+        """
+        pd = frames.require_pandas()
+        fixed, random, residual = self._labels()
+        rows = self._summary_rows()
+        pairs = fixed + random + residual
+        keys = [("mean", "mean"), ("sd", "sd"), ("2.5%", "q025"), ("50%", "q50"), ("97.5%", "q975"),
+                ("r_hat", "rhat"), ("ess_bulk", "ess_bulk"), ("ess_tail", "ess_tail")]
+        return pd.DataFrame({col: [float(rows[n][k]) for n, _ in pairs] for col, k in keys},
+                            index=pd.Index([label for _, label in pairs]))
+
+    def _scalar_columns(self):
+        """(column label, (chains, draws) array) for beta, G's free entries, sd, corr and sigma2."""
+        fixed, random, residual = self._labels()
+        return [(label, self.get(name)) for name, label in fixed + random + residual]
+
+    def draws_frame(self, b=False):
+        """The draws as a pandas DataFrame: one row per (chain, draw), one column per parameter.
+
+        Parameters
+        ----------
+        b : bool
+            Also the random effects, columns ``"b[<group>, <name>]"`` (J x q of them).
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
+        ...                        draws=100, warmup=50, chains=2, seed=1)
+        >>> post.draws_frame().shape
+        (200, 6)
+        """
+        pd = frames.require_pandas()
+        cols = {label: x.reshape(-1) for label, x in self._scalar_columns()}
+        if b:
+            if "b" not in self.draws:
+                raise TeachLMMError("the random effects were not kept: sample again with keep_b=True")
+            for j, g in enumerate(self.groups):
+                for k, name in enumerate(self.ranef_names):
+                    cols[f"b[{g}, {name}]"] = self.draws["b"][:, :, j, k].reshape(-1)
+        index = pd.MultiIndex.from_product([range(self.chains), range(self.n_draws)], names=["chain", "draw"])
+        return pd.DataFrame(cols, index=index)
+
+    def to_arviz(self):
+        """The draws as ArviZ data: InferenceData (ArviZ 0.x) or a DataTree (ArviZ 1.x).
+
+        The posterior group holds ``beta`` (dim ``fixef``, coordinates the
+        fixed-effect names), ``G`` (dims ``ranef``, ``ranef_col``), ``sd``
+        (``ranef``), ``sigma2``, ``sigma`` and, if kept, ``b`` (dims: the grouping
+        variable, coordinates the group labels, and ``ranef``). Tested with
+        ArviZ 0.x (the ``arviz`` extra pins it); the 1.x branch (ArviZ 1 needs
+        Python >= 3.12) calls ``arviz.from_dict({"posterior": ...})``, 1.x's form, untested here.
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
+        ...                        draws=100, warmup=50, chains=2, seed=1)
+        >>> idata = post.to_arviz()
+        >>> idata.posterior["beta"].coords["fixef"].values.tolist()
+        ['(Intercept)', 'floor']
+        """
+        try:
+            import arviz
+        except ImportError as err:
+            raise TeachLMMError("to_arviz needs ArviZ, an optional extra: pip install 'teachlmm[arviz]'") from err
+        d = self.draws
+        group_dim = self.group_name if self.group_name not in ("chain", "draw") else f"{self.group_name}_"
+        data = {"beta": d["beta"], "G": d["G"], "sd": np.sqrt(np.einsum("cdqq->cdq", d["G"])),
+                "sigma2": d["sigma2"], "sigma": np.sqrt(d["sigma2"])}
+        dims = {"beta": ["fixef"], "G": ["ranef", "ranef_col"], "sd": ["ranef"]}
+        coords = {"fixef": list(self.fixef_names), "ranef": list(self.ranef_names),
+                  "ranef_col": list(self.ranef_names)}
+        if "b" in d:
+            data["b"] = d["b"]
+            dims["b"] = [group_dim, "ranef"]
+            coords[group_dim] = list(np.asarray(self.groups).tolist())
+        if int(arviz.__version__.split(".")[0]) >= 1:           # ArviZ 1.x: a DataTree
+            return arviz.from_dict({"posterior": data}, coords=coords, dims=dims)
+        return arviz.from_dict(posterior=data, coords=coords, dims=dims)
+
+    def predict(self, newdata, seed=None, re=True):
+        """Posterior predictive draws of new observations, (chains, draws, n).
+
+        For each posterior draw s: y~ = x'beta_s + z'b_j,s + eps, eps ~ N(0, sigma2_s).
+        A group not in the data gets new random effects b ~ N(0, G_s), one
+        vector per new group label and draw (rows of the same new group share it).
+        With ``re=False`` every row is treated as a new group (a new observation
+        from any group).
+
+        Parameters
+        ----------
+        newdata : mapping with the formula's columns (the response is not needed).
+        seed : seed for the new random effects and noise (the policy of :mod:`teachlmm.validators`).
+        re : bool, default True.
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
+        ...                        draws=100, warmup=50, chains=2, seed=1)
+        >>> post.predict({"floor": [0.0, 1.0], "county": [2, 2]}, seed=1).shape
+        (2, 100, 2)
+        """
+        rng = validators.rng(seed)
+        X, Z, codes = self.model.design(newdata)
+        d = self.draws
+        if re and "b" not in d:
+            raise TeachLMMError("predicting for fitted groups needs the random effects: sample again with "
+                                "keep_b=True (or pass re=False)")
+        C, D, n, q = self.chains, self.n_draws, X.shape[0], self.model.q
+        unseen = (codes < 0) | (not re)
+        mean = np.einsum("ip,cdp->cdi", X, d["beta"])
+        if re and (~unseen).any():
+            b_seen = d["b"][:, :, np.where(unseen, 0, codes)]                  # (C, D, n, q)
+            mean += np.where(unseen, 0.0, np.einsum("iq,cdiq->cdi", Z, b_seen))
+        if unseen.any():
+            labels = np.asarray(_group_labels(newdata, self.group_name, n)) if re else np.arange(n)
+            new_labels, which = np.unique(labels[unseen].astype(str), return_inverse=True)
+            L = _psd_factor(d["G"])
+            u = rng.standard_normal((C, D, len(new_labels), q))
+            b_new = np.einsum("cdqr,cdkr->cdkq", L, u)                          # b ~ N(0, G_s)
+            idx = np.flatnonzero(unseen)
+            mean[:, :, idx] += np.einsum("iq,cdiq->cdi", Z[idx], b_new[:, :, which])
+        return mean + np.sqrt(d["sigma2"])[:, :, None] * rng.standard_normal((C, D, n))
 
     def __repr__(self):
         return (f"<Posterior (Gibbs): {self.model.formula.text!r}, {self.chains} chains x "
                 f"{self.n_draws} draws>")
+
+
+def _group_labels(newdata, group_name, n):
+    """The grouping column of new data as a list of n labels (to tell new groups apart)."""
+    values = newdata[group_name]
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    if len(values) != n:
+        raise TeachLMMError(f"the new data's column {group_name!r} has {len(values)} values for {n} rows")
+    return values
+
+
+def _psd_factor(G):
+    """L with L L' = G for each draw's G (eigen-decomposition, so a G on the boundary works too)."""
+    w, V = np.linalg.eigh(G)
+    return V * np.sqrt(np.clip(w, 0, None))[..., None, :]

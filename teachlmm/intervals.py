@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 from scipy import stats as sps
 
-from . import ddf, em, validators
+from . import ddf, em, frames, validators
 from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
 from .results import response_sampler
 from .tables import format_table
@@ -265,6 +265,22 @@ class Intervals(dict):
             lines.append(f"(parametric bootstrap, {bt.n_boot} refits by {'REML' if bt.reml else 'ML'}; "
                          f"{bt.n_singular} singular, {bt.n_not_converged} not converged)")
         return "\n".join(lines)
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_html_(self):
+        a = (1 - self.level) / 2
+        head = ["", f"{100 * a:.3g} %", f"{100 * (1 - a):.3g} %"]
+        caption = f"{self.method} confidence intervals, level {self.level:g}"
+        return frames.html_table(head, [[k, f"{lo:.6g}", f"{hi:.6g}"] for k, (lo, hi) in self.items()], caption)
+
+    def to_frame(self):
+        """A pandas DataFrame, one row per parameter, columns lme4's "2.5 %" and "97.5 %" (for level 0.95)."""
+        pd = frames.require_pandas()
+        a = (1 - self.level) / 2
+        return pd.DataFrame([list(v) for v in self.values()], index=pd.Index(list(self)),
+                            columns=[f"{100 * a:.3g} %", f"{100 * (1 - a):.3g} %"])
 
 
 def _z(level):

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from . import ddf as _ddf
-from . import mme, validators
+from . import frames, mme, prediction, validators
 from .errors import TeachLMMError
 from .tables import format_table, significant
 
@@ -180,8 +180,8 @@ class MixedModelResult:
         """y - fitted (the response as read, minus the fitted values, both with the offset)."""
         return self.model.y - self._linear_predictor()
 
-    def predict(self, newdata=None, re=True, return_unseen=False):
-        """Predictions for the fitted rows or for new data.
+    def predict(self, newdata=None, re=True, return_unseen=False, interval=None, level=0.95):
+        """Predictions for the fitted rows or for new data, optionally with intervals.
 
         Parameters
         ----------
@@ -195,6 +195,27 @@ class MixedModelResult:
             Also return a boolean array marking rows whose group was not in the
             fitted data; they get the fixed part only (their random effects are
             0, the mean of the distribution), and a warning says how many.
+        interval : None, "confidence" or "prediction"
+            None (default): the predictions as an array. Otherwise a
+            :class:`~teachlmm.prediction.Prediction` with ``fit``, ``lower``,
+            ``upper`` and ``se`` (and ``to_frame()``):
+
+            * ``"confidence"`` covers the conditional mean x'beta + z'b_j of the
+              row's group (with ``re=False``: x'beta). Its variance is the
+              prediction-error variance of (beta_hat, b_hat_j - b_j), Henderson's
+              sigma2 C^-1 (:mod:`teachlmm.prediction`); for a group not in the data,
+              sigma2 x'A^-1 x + z'Gz.
+            * ``"prediction"`` covers a new observation: the above plus sigma2
+              (with ``re=False`` also z'Gz: a new row from any group).
+
+            Included: the uncertainty of beta_hat and of the BLUPs, and their
+            correlation. NOT included: the uncertainty of the estimated variance
+            components G and sigma2, which are treated as known (as lme4's
+            ``predict(se.fit=TRUE)`` and merTools' ``predictInterval`` without
+            simulation of theta do); with few groups the intervals are then too
+            narrow. Bounds use normal quantiles.
+        level : float, default 0.95
+            Coverage of the intervals.
 
         Examples
         --------
@@ -203,6 +224,9 @@ class MixedModelResult:
         >>> new = {"floor": [0.0, 1.0], "county": [2, 2]}
         >>> [round(float(v), 3) for v in fit.predict(new)]       # county 2's line 0.933 - 0.771 x
         [0.933, 0.163]
+        >>> p = fit.predict(new, interval="prediction")
+        >>> bool((p.lower < p.fit).all() and (p.fit < p.upper).all())
+        True
         """
         if newdata is None:
             m = _rows_of(self.model, "predict() without newdata")
@@ -220,6 +244,8 @@ class MixedModelResult:
             if unseen.any():
                 warnings.warn(f"{unseen.sum()} row(s) belong to groups not in the fitted data; "
                               "they get the fixed part only (random effects at their mean, 0).", stacklevel=2)
+        if interval is not None:
+            pred = prediction.intervals(self, X, Z, codes, pred, interval, level, re=re)
         return (pred, unseen) if return_unseen else pred
 
     # -- printing ------------------------------------------------------------
@@ -240,7 +266,7 @@ class MixedModelResult:
         return format_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align="lllll")
 
     def summary(self, ddf=None):
-        """The lmer-style summary as a string (print it).
+        """The lmer-style summary as a string (print it; a notebook shows it as preformatted text).
 
         The fixed effects are printed in lmerTest's layout: Estimate, Std. Error,
         df, t value, Pr(>|t|), with the df of ``ddf`` ("Satterthwaite",
@@ -279,7 +305,97 @@ class MixedModelResult:
             out += ["", "boundary (singular) fit: a variance is (nearly) 0 or a correlation is +-1"]
         if self.method.startswith("EM") and not self.converged:
             out += ["", f"EM did not converge in {self.n_iter} iterations (see ConvergenceWarning)"]
-        return "\n".join(out)
+        return frames.Text("\n".join(out))
+
+    # -- labelled tables -------------------------------------------------------
+    def to_frame(self, what="fixef", ddf=None, factor=None):
+        """A labelled pandas DataFrame of one part of the fit (needs the optional extra ``pandas``).
+
+        Parameters
+        ----------
+        what : {"fixef", "ranef", "coef", "condsd", "varcorr"}
+            * ``"fixef"``: the coefficient table, one row per fixed effect
+              (Estimate, Std. Error, t value; with ``fit.coef_table`` available,
+              its columns, e.g. df and p-values for ``ddf=``).
+            * ``"ranef"``, ``"coef"``, ``"condsd"``: ``fit.ranef``, ``fit.coef``,
+              ``fit.condsd``, one row per group (index: the group labels, named
+              after the grouping variable), columns ``ranef_names`` / ``coef_names``.
+            * ``"varcorr"``: lme4's ``as.data.frame(VarCorr(fit))``: columns grp,
+              var1, var2, vcov, sdcor (variance and sd, or covariance and correlation),
+              indexed by "Var x" / "Cov x,y" / "Var Residual".
+        ddf : str, optional
+            Degrees-of-freedom method for ``"fixef"``; passed to ``fit.coef_table``.
+        factor : str, optional
+            The grouping factor for ``"ranef"``, ``"coef"``, ``"condsd"`` (only
+            ``group_name`` exists in a model with one grouping factor).
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()))
+        >>> fit.to_frame("ranef").shape, list(fit.to_frame("fixef").columns)[:2]
+        ((85, 1), ['Estimate', 'Std. Error'])
+        """
+        if factor is not None and factor != self.group_name:
+            raise TeachLMMError(f"unknown grouping factor {factor!r}; this model's is {self.group_name!r}")
+        if what == "fixef":
+            return self._fixef_frame(ddf)
+        labels = {"ranef": (self.ranef, self.ranef_names), "coef": (self.coef, self.coef_names),
+                  "condsd": (self.condsd, self.ranef_names)}
+        if what in labels:
+            values, columns = labels[what]
+            return frames.labelled(values, self.groups, columns, self.group_name)
+        if what == "varcorr":
+            return self._varcorr_frame()
+        raise TeachLMMError(f"unknown table {what!r}; choose one of 'fixef', 'ranef', 'coef', 'condsd', 'varcorr'")
+
+    def _fixef_frame(self, ddf):
+        pd = frames.require_pandas()
+        index = pd.Index(self.fixef_names)
+        if hasattr(self, "coef_table"):              # the table with degrees of freedom, where it exists
+            table = self.coef_table() if ddf is None else self.coef_table(ddf=ddf)
+            if isinstance(table, pd.DataFrame):
+                return table
+            if hasattr(table, "to_frame"):
+                return table.to_frame()
+            return pd.DataFrame(table, index=index)
+        if ddf is not None:
+            raise TeachLMMError("degrees of freedom (ddf=) are not available in this version of teachlmm; "
+                                "leave ddf out for the Estimate / Std. Error / t value table")
+        est = np.array([self.fixef[k] for k in self.fixef_names])
+        se = np.array([self.fixef_se[k] for k in self.fixef_names])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=index)
+
+    def varcorr_rows(self):
+        """lme4's ``as.data.frame(VarCorr(fit))`` as (labels, rows): rows [grp, var1, var2, vcov, sdcor].
+
+        One row per variance (sdcor: its sd), per covariance (sdcor: the
+        correlation) and the residual; labels "Var x", "Cov x,y", "Var Residual".
+        """
+        r, G, sd = self.ranef_names, self.G, self.sd
+        rows, labels = [], []
+        for blk in self.model.blocks:
+            for i in blk:
+                rows.append([self.group_name, r[i], None, float(G[i, i]), float(sd[i])])
+                labels.append(f"Var {r[i]}")
+            for i in blk:
+                for j in blk:
+                    if j < i:
+                        c = G[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan")
+                        rows.append([self.group_name, r[j], r[i], float(G[i, j]), float(c)])
+                        labels.append(f"Cov {r[j]},{r[i]}")
+        rows.append(["Residual", None, None, self.sigma2, math.sqrt(self.sigma2)])
+        labels.append("Var Residual")
+        return labels, rows
+
+    def _varcorr_frame(self):
+        pd = frames.require_pandas()
+        labels, rows = self.varcorr_rows()
+        return pd.DataFrame(rows, index=pd.Index(labels), columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def _repr_html_(self):
+        return self.summary()._repr_html_()
 
     def __repr__(self):
         return (f"<MixedModelResult {self.method}, {'REML' if self.reml else 'ML'}: "
