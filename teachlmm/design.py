@@ -1219,3 +1219,19 @@ def response_variance(model):
         return s.yty_total / n
     return float(max(s.yty_total - total * total / n, 0.0) / (n - 1))
 
+
+
+def warn_raw_steps(model, fitter, start):
+    """Warn (ConditioningWarning) when a student steps an algorithm through a model whose raw
+    cross-products have lost digits (a column whose mean is far above its spread).
+
+    ``fitter`` (e.g. "em.fit") centres such a model by itself; ``start`` is how to begin
+    stepping on the centred copy instead (e.g. "tl.em.init(mc)").
+    """
+    if not (getattr(model, "_large_means", None) and model.X is not None):
+        return
+    name, mean, ratio = model._large_means[0]
+    warnings.warn(f"column {name!r} has a mean ({mean:.6g}) {large_mean_ratio(ratio)} its standard deviation, so "
+                  f"the raw cross-products these steps use have lost digits. {fitter} centres such a model by "
+                  f"itself; to step through it, use the centred copy: mc, centring = model.centred(); {start} "
+                  "(centring.G and centring.beta map its results back)", ConditioningWarning, stacklevel=3)

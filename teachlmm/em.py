@@ -61,8 +61,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import mme, newton, validators
-from .errors import BoundaryWarning, ConditioningWarning, ConvergenceWarning, TeachLMMError
-from .design import large_mean_ratio as _times
+from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
+from .design import warn_raw_steps
 from .frames import short_repr
 from .results import MixedModelResult
 
@@ -222,13 +222,7 @@ def init(model, reml=True, G=None, sigma2=None):
     >>> s1.loglik >= s0.loglik
     True
     """
-    if getattr(model, "_large_means", None) and model.X is not None:
-        name, mean, ratio = model._large_means[0]
-        warnings.warn(f"column {name!r} has a mean ({mean:.6g}) {_times(ratio)} its standard deviation, so "
-                      "the raw cross-products these steps use have lost digits. em.fit centres such a model by "
-                      "itself; to step through it, use the centred copy: mc, centring = model.centred(); "
-                      "tl.em.init(mc) (centring.G and centring.beta map its estimates back)",
-                      ConditioningWarning, stacklevel=2)
+    warn_raw_steps(model, "em.fit", "tl.em.init(mc)")
     G0, s0 = start_values(model)
     G, sigma2 = model.check_variance_components(G0 if G is None else G, s0 if sigma2 is None else sigma2)
     return e_step(model, G, sigma2, reml)

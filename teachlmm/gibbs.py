@@ -80,7 +80,7 @@ import scipy.special
 
 from . import convergence, diagnostics, frames, huang_wand, mme, validators
 from . import interweave as _interweave
-from .design import large_mean_ratio as _times
+from .design import warn_raw_steps
 from .design import response_variance
 from .errors import ConditioningWarning, TeachLMMError
 from .mme import cholesky, lower_inverse, relative_factor, residual_sum_of_squares   # batched over chains
@@ -772,13 +772,7 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
     >>> state.cond.G_df               # nu0 + J = 3 + 85
     88.0
     """
-    if getattr(model, "_large_means", None) and model.X is not None:
-        name, mean, ratio = model._large_means[0]
-        warnings.warn(f"column {name!r} has a mean ({mean:.6g}) {_times(ratio)} its standard deviation, so "
-                      "the raw cross-products these steps use have lost digits. gibbs.sample centres such a model "
-                      "by itself; to step through it, use the centred copy: mc, centring = model.centred(); "
-                      "tl.gibbs.init(mc, ...) (centring.G and centring.beta map its draws back)",
-                      ConditioningWarning, stacklevel=2)
+    warn_raw_steps(model, "gibbs.sample", "tl.gibbs.init(mc, ...)")
     prior = (prior if prior is not None else Prior()).resolve(model)
     n_chains = 1 if chains is None else validators.positive_int(chains, "chains")
     rngs = _chain_generators(seed, n_chains)
