@@ -16,6 +16,7 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 SPHINX_ONLY = ("Unknown interpreted text role", "Unknown directive type", "No role entry",
                "No directive entry")
+WARNINGS_THAT_BREAK = ("Literal block expected", "start-string without end-string")   # level 2, still garbled
 
 
 def rest_errors(text, env=None):
@@ -27,7 +28,8 @@ def rest_errors(text, env=None):
     document = docutils.utils.new_document("<docstring>", settings)
     found = []
     document.reporter.attach_observer(
-        lambda msg: found.append(msg.astext()) if msg["level"] >= 3 else None)
+        lambda msg: found.append(msg.astext())
+        if msg["level"] >= 3 or any(w in msg.astext() for w in WARNINGS_THAT_BREAK) else None)
     docutils.parsers.rst.Parser().parse(text, document)
     for ref in document.findall(docutils.nodes.substitution_reference):    # |M~_j| meant as a determinant
         found.append(f"undefined substitution |{ref.astext()}|")
