@@ -68,11 +68,12 @@ Step through it::
     print(post.summary())
 """
 import html
+import copy
 import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -218,12 +219,12 @@ class Prior:
                 raise TeachLMMError("give either nu0, S0 (G ~ InvWishart) or A (G ~ Huang-Wand with half-t "
                                     "scales A), not both")
             put("A", A)
+        self._check_overflow()
 
     @property
     def is_huang_wand(self):
         """True when G's prior is Huang-Wand's (neither nu0 nor S0 given)."""
         return self.A is not None or (self.nu0 is None and self.S0 is None)
-        self._check_overflow()
 
     PRIOR_SCALE_LIMIT = 1e100
 
@@ -1101,7 +1102,9 @@ def _working_basis(model, prior):
                       f"from {name!r} first", ConditioningWarning, stacklevel=3)
         return model, type(centring).identity(model.p, model.q), prior
     S0 = centring.G_centred(prior.S0)                # inverse-Wishart: G_c ~ InvWishart(nu0, S_z^-1 S0 S_z^-T)
-    return work, centring, replace(prior, S0=(S0 + S0.T) / 2)
+    moved = copy.copy(prior)                         # a resolved prior (a0 = b0 = 0 is Jeffreys): no re-check
+    object.__setattr__(moved, "S0", (S0 + S0.T) / 2)
+    return work, centring, moved
 
 
 def _back_to_basis(out, centring, work, model):
