@@ -77,10 +77,7 @@ def profiled_deviance(stats, G, sigma2, reml):
     """
     sol = mme.solve(stats, G, sigma2)
     dof = stats.n_total - (sol.A.shape[0] if reml else 0)
-    dev = dof * (1.0 + np.log(2.0 * np.pi * sol.rVr / dof)) + sol.logdet_M_tilde.sum()
-    if reml:
-        dev += sol.logdet_A
-    return float(dev), sol.rVr / dof, sol
+    return mme.profiled_deviance(stats, G, sigma2, reml, sol), sol.rVr / dof, sol
 
 
 def column_scales(model):
