@@ -32,7 +32,7 @@ from .results import MixedModelResult
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "intervals", "compare", "plots", "exercises", "formula",
+_LAZY_MODULES = {"multilevel", "gibbs", "diagnostics", "inference", "intervals", "compare", "plots", "exercises", "formula",
                  "design", "results", "validators", "tables", "data"}
 
 
