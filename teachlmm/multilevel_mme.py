@@ -158,7 +158,11 @@ class Algebra:
                              + [sp.identity(self.p + 1)], format="csr")
         B = (_kron_eye(self.Js[0], T1).T @ self.B0 @ LamW).tocsr()                    # Lambda_1'Z_1'W
         E = (_block_diag_sparse(np.linalg.inv(L1)) @ B).tocsr()                      # L_1^-1 B
-        Cw = np.asarray(LamW.T @ (LamW.T @ self.C0).T)                              # W'W with W scaled
+        if all(q == 1 for q in self.qs[1:]):                                         # Lambda_W diagonal: scale
+            d = LamW.diagonal()
+            Cw = d[:, None] * self.C0 * d[None, :]
+        else:
+            Cw = np.asarray(LamW.T @ (LamW.T @ self.C0).T)                          # W'W with W scaled
         self._Cw = Cw
         S = Cw - (E.T @ E).toarray()
         S[np.arange(self.m), np.arange(self.m)] += 1.0
