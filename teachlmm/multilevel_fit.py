@@ -17,9 +17,8 @@ stages:
 A theta on its bound (a variance exactly 0, or a rank-deficient G_k) gives a
 ``BoundaryWarning`` and a finished fit.
 
-EM with one G_k per factor (the step-through algorithm of the one-factor
-path) is the next stage of issue #13; the E-step needs exactly the
-diagonal blocks of A^-1 that :meth:`Algebra.solve` already forms for condVar.
+EM with one G_k per factor, one step at a time, is :mod:`teachlmm.multilevel_em`
+(its E-step uses the same diagonal blocks of A^-1 as condVar).
 """
 import warnings
 
@@ -110,7 +109,7 @@ def _leaves_bound(f, theta, lower, h=1e-2):
     return out
 
 
-def optimise(alg, reml=True, restarts=3):
+def optimise(alg, reml=True, restarts=3, start=None):
     """theta at the minimum of the profiled deviance (L-BFGS-B, then a Newton polish).
 
     L-BFGS-B's long first steps can land a diagonal entry of T_k on its bound 0
@@ -120,7 +119,7 @@ def optimise(alg, reml=True, restarts=3):
     """
     lower = alg.lower()
     f = lambda th: alg.deviance(th, reml)           # noqa: E731
-    res = _lbfgsb(f, alg.start(), lower)
+    res = _lbfgsb(f, alg.start() if start is None else np.maximum(start, lower), lower)
     for _ in range(restarts):
         theta = np.maximum(res.x, lower)
         stuck = _leaves_bound(f, theta, lower)
