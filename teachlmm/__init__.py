@@ -57,7 +57,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'teachlmm' has no attribute {name!r}")
 
 
-__all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate",
+__all__ = ["Model", "MixedModelResult", "multilevel", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate",
            "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "intervals", "compare", "plots",
            "exercises", "validators", "tables",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

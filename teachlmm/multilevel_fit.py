@@ -240,7 +240,7 @@ def fit(model, reml=True):
     >>> m = MultilevelModel("diameter ~ 1 + (1 | plate) + (1 | sample)",
     ...                     tl.read_csv("tests/reference/data/penicillin.csv"))
     >>> r = fit(m)
-    >>> print(r.summary().splitlines()[-4])
+    >>> print(r.summary().splitlines()[-5])
     Number of obs: 144, groups:  plate, 24; sample, 6
     """
     alg = Algebra(model)

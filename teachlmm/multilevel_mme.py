@@ -111,7 +111,7 @@ class Algebra:
     >>> from teachlmm.multilevel import MultilevelModel
     >>> m = MultilevelModel("strength ~ 1 + (1 | batch/cask)", tl.read_csv("tests/reference/data/pastes.csv"))
     >>> alg = Algebra(m)
-    >>> round(alg.deviance([3.52690181177055, 1.56346027270411], reml=True), 6)   # lme4's REMLcrit 246.990746
+    >>> round(float(alg.deviance([3.52690181177055, 1.56346027270411], reml=True)), 6)   # lme4: 246.990746
     246.990746
     """
 
