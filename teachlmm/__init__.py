@@ -32,7 +32,8 @@ from .results import MixedModelResult
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"multilevel", "gibbs", "diagnostics", "inference", "intervals", "compare", "plots", "exercises", "formula",
+_LAZY_MODULES = {"multilevel", "gibbs", "diagnostics", "inference", "intervals", "compare", "plots", "exercises",
+                 "formula",
                  "design", "results", "validators", "tables", "data"}
 
 
@@ -57,7 +58,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'teachlmm' has no attribute {name!r}")
 
 
-__all__ = ["Model", "MixedModelResult", "multilevel", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate",
+__all__ = ["Model", "MixedModelResult", "multilevel", "load_radon", "read_csv", "read_csv_chunks", "simulate_data",
+           "simulate",
            "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "intervals", "compare", "plots",
            "exercises", "validators", "tables",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]
