@@ -458,8 +458,8 @@ class _Parser:
         terms = _collect(inner, default_intercept=True)
         if not terms:
             self.fail("this random term has no terms; write (1 | group) for a random intercept", group_tok)
-        return ("random", [RandomTerm(tuple(terms), ":".join(cols), bar[1] == "|", tuple(cols) if len(cols) > 1
-                                      else ()) for cols in _expand_slash(slashes)], bar[2])
+        return ("random", [RandomTerm(tuple(terms), name, bar[1] == "|", tuple(cols) if len(cols) > 1 else ())
+                           for name, cols in _expand_slash(slashes)], bar[2])
 
     def group_column(self):
         """A grouping column's name; ``factor(g)`` is the same grouping as ``g``."""
@@ -472,16 +472,21 @@ class _Parser:
 
 
 def _expand_slash(slashes):
-    """lme4's expandSlash: ``a/b/c`` is the groupings ``c:b:a``, ``b:a`` and ``a`` (innermost first).
+    """lme4's expandSlash: ``a/b/c`` is the groupings ``c:(b:a)``, ``b:a`` and ``a`` (innermost first).
 
     Each element of ``slashes`` is the list of columns of one ':' interaction;
-    the grouping at depth k is the interaction of the first k+1, written with
-    the deepest first, as lme4 names it (``(1 | batch/cask)``: ``cask:batch``, ``batch``).
+    the grouping at depth k is the interaction of the first k+1, named as R
+    deparses lme4's ``part_k:(grouping at depth k-1)`` (``(1 | batch/cask)``:
+    ``cask:batch``, ``batch``). Returns (name, columns) pairs.
     """
-    out = []
-    for depth in range(len(slashes), 0, -1):
-        out.append([c for part in reversed(slashes[:depth]) for c in part])
-    return out
+    out, name = [], None
+    for depth, part in enumerate(slashes):
+        text = ":".join(part)
+        if name is not None:
+            text += ":" + (f"({name})" if ":" in name else name)
+        name = text
+        out.append((name, [c for p in reversed(slashes[:depth + 1]) for c in p]))
+    return out[::-1]
 
 
 def _n_choose(n, k):

@@ -15,7 +15,7 @@ def groups(text):
 def test_expand_slash_as_lme4():
     assert groups("y ~ 1 + (1 | batch/cask)") == [("cask:batch", ("cask", "batch"), ["(Intercept)"]),
                                                   ("batch", ("batch",), ["(Intercept)"])]
-    assert [g for g, _, _ in groups("y ~ (1 | a/b/c)")] == ["c:b:a", "b:a", "a"]
+    assert [g for g, _, _ in groups("y ~ (1 | a/b/c)")] == ["c:(b:a)", "b:a", "a"]        # as R names them
     assert groups("y ~ (x | W:M)") == [("W:M", ("W", "M"), ["(Intercept)", "x"])]
 
 
