@@ -13,6 +13,11 @@ The subset of R's formula language that ``lme4::lmer`` users write::
   with one unstructured covariance matrix G; ``(terms || group)`` makes them
   uncorrelated (G diagonal). As in lme4, ``(x | g)`` includes a random
   intercept; write ``(0 + x | g)`` for a random slope alone.
+* Several grouping factors (``parse_formula(text, multiple=True)``, used by
+  :mod:`teachlmm.multilevel`): ``(1 | school/class)`` is lme4's
+  ``(1 | class:school) + (1 | school)``, ``(1 | g1:g2)`` groups by the
+  interaction, and any number of terms on one or several factors.
+  ``tl.Model`` (one grouping factor) refuses them with a message.
 * Functions of columns, as in R: ``factor(x)``, ``relevel(x, ref = "b")``,
   ``I(expr)`` (arithmetic with ``+ - * / ^`` and parentheses), ``log``,
   ``log2``, ``log10``, ``exp``, ``sqrt``, ``abs``, ``scale(x)``,
@@ -576,7 +581,7 @@ def parse_formula(text, multiple=False):
     FormulaError
         With the position of the mistake, for example a missing ``~``, an
         unbalanced parenthesis or an unsupported function; also for a second
-        grouping factor, which is not supported yet, and for a formula that
+        grouping factor when ``multiple`` is False, and for a formula that
         expands to more than ``MAX_TERMS`` terms.
 
     Examples
