@@ -60,7 +60,11 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-__all__ = ["Algebra", "theta_to_T", "T_to_theta", "n_theta"]
+from .errors import DesignError
+
+__all__ = ["Algebra", "theta_to_T", "T_to_theta", "n_theta", "MAX_SCHUR_BYTES"]
+
+MAX_SCHUR_BYTES = 2e9          # the dense Schur complement's memory limit (m ~ 15,800 random effects)
 
 
 def n_theta(q):
@@ -122,6 +126,12 @@ class Algebra:
         self.Js = [t.J for t in terms]
         self.n, self.p = model.n, model.p
         first, rest = terms[0], terms[1:]
+        m = sum(t.J * t.q for t in rest)
+        if (m + self.p + 1) ** 2 * 8 > MAX_SCHUR_BYTES:
+            raise DesignError(f"the terms after {first.name!r} have {m} random effects together; their dense Schur "
+                              f"complement would need {(m + self.p + 1) ** 2 * 8 / 1e9:.1f} GB. teachlmm's algebra "
+                              "eliminates only the largest factor: with two factors of many thousands of levels "
+                              "each, use lme4 or mixedlm (sparse Cholesky)")
         self.gram1 = first.gram_blocks()                                           # Z_1j'Z_1j, (J_1, q_1, q_1)
         W0 = sp.hstack([t.sparse() for t in rest] + [sp.csr_matrix(np.column_stack([model.X, model.y]))],
                        format="csc")

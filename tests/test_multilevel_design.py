@@ -135,3 +135,12 @@ def test_missing_rows_are_dropped_for_every_factor():
     with pytest.warns(tl.errors.MissingValuesWarning):
         m = MultilevelModel("y ~ x + (1 | g1) + (1 | g2)", d)
     assert m.n == 197 and all(t.codes.size == 197 for t in m.terms)
+
+
+def test_two_huge_crossed_factors_are_refused_clearly(monkeypatch):
+    from teachlmm import multilevel_mme
+    monkeypatch.setattr(multilevel_mme, "MAX_SCHUR_BYTES", 100.0)
+    rng = np.random.default_rng(6)
+    m = MultilevelModel("y ~ x + (1 | g1) + (1 | g2)", _data(rng))
+    with pytest.raises(tl.DesignError, match="Schur complement"):
+        Algebra(m)
