@@ -32,9 +32,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from .coding import Categorical, r_label
-from .design import Model, _check_missing_arg, _nrows
+from .design import Model, _check_missing_arg
 from .errors import DesignError
-from .formula import columns_of, parse_formula
+from .formula import parse_formula
+from .multilevel_fit import fit as _fit
 
 __all__ = ["MultilevelModel", "Grouping", "fit"]
 
@@ -226,5 +227,4 @@ def fit(formula, data, reml=True, missing="drop"):
     >>> round(float(fit.Gs["cask:batch"][0, 0]), 4), round(float(fit.Gs["batch"][0, 0]), 4)
     (8.4337, 1.6573)
     """
-    from .multilevel_fit import fit as _fit
     return _fit(MultilevelModel(formula, data, missing=missing), reml=reml)

@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .multilevel_fit import MultilevelResult, optimise
 from .multilevel_mme import Algebra, T_to_theta
 
 __all__ = ["State", "init", "step", "steps", "fit"]
@@ -114,7 +115,6 @@ def fit(model, reml=True, em_steps=20, tol=1e-10):
     exact: EM alone needs hundreds of steps when a factor carries little
     information.
     """
-    from .multilevel_fit import MultilevelResult, optimise
     state = init(model, reml)
     for _ in range(em_steps):
         new = step(state)
