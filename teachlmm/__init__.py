@@ -35,7 +35,7 @@ from .results import MixedModelResult
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots", "exercises", "formula",
+_LAZY_MODULES = {"multilevel", "gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots", "exercises", "formula",
                  "design", "results", "validators", "tables", "data", "prediction", "frames"}
 
 
@@ -60,7 +60,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'teachlmm' has no attribute {name!r}")
 
 
-__all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate",
+__all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate", "multilevel",
            "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots",
            "exercises", "validators", "tables", "prediction", "frames",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

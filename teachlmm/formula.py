@@ -13,6 +13,11 @@ The subset of R's formula language that ``lme4::lmer`` users write::
   with one unstructured covariance matrix G; ``(terms || group)`` makes them
   uncorrelated (G diagonal). As in lme4, ``(x | g)`` includes a random
   intercept; write ``(0 + x | g)`` for a random slope alone.
+* Several grouping factors (``parse_formula(text, multiple=True)``, used by
+  :mod:`teachlmm.multilevel`): ``(1 | school/class)`` is lme4's
+  ``(1 | class:school) + (1 | school)``, ``(1 | g1:g2)`` groups by the
+  interaction, and any number of terms on one or several factors.
+  ``tl.Model`` (one grouping factor) refuses them with a message.
 * Functions of columns, as in R: ``factor(x)``, ``relevel(x, ref = "b")``,
   ``I(expr)`` (arithmetic with ``+ - * / ^`` and parentheses), ``log``,
   ``log2``, ``log10``, ``exp``, ``sqrt``, ``abs``, ``scale(x)``,
@@ -63,11 +68,22 @@ INTERCEPT = Term(())
 
 @dataclass(frozen=True)
 class RandomTerm:
-    """``(terms | group)``: the random-effect terms, the grouping variable, and whether they correlate."""
+    """``(terms | group)``: the random-effect terms, the grouping variable, and whether they correlate.
+
+    ``group`` is the grouping factor's name as lme4 prints it; ``factors`` the
+    data columns whose interaction it is, in written order (``("cask", "batch")``
+    for ``cask:batch``; ``()`` means the single column ``group``).
+    """
 
     terms: tuple
     group: str
     correlated: bool
+    factors: tuple = ()
+
+    @property
+    def group_columns(self):
+        """The data columns that make the grouping factor (one, or several for ``g1:g2``)."""
+        return self.factors or (self.group,)
 
 
 @dataclass(frozen=True)
@@ -96,8 +112,8 @@ class Formula:
             for col in columns_of(self.exprs.get(text, ("name", text))):
                 if col not in names:
                     names.append(col)
-        names += [r.group for r in self.random if r.group not in names]
-        return names
+        names += [c for r in self.random for c in r.group_columns if c not in names]
+        return list(dict.fromkeys(names))
 
 
 def columns_of(expr):
@@ -199,8 +215,8 @@ def _error(text, pos, message):
 class _Parser:
     """Recursive-descent parser over the token list (one method per grammar rule)."""
 
-    def __init__(self, text):
-        self.text, self.tokens, self.i = text, _tokenize(text), 0
+    def __init__(self, text, multiple=False):
+        self.text, self.tokens, self.i, self.multiple = text, _tokenize(text), 0, multiple
         self.exprs, self.offsets, self.n_terms = {}, [], 0
 
     def peek(self):
@@ -433,18 +449,49 @@ class _Parser:
         bar = self.peek()
         self.take()
         group_tok = self.peek()
-        group = self.take(kind="name")[1]
-        if group == "factor" and self.peek()[1] == "(":      # (1 | factor(g)) is the same grouping as (1 | g)
-            self.take("(")
-            group = self.take(kind="name")[1]
-            self.take(")")
-        if self.peek()[1] == ":" or self.peek()[1] == "/":
-            self.fail("nested grouping (g1:g2 or g1/g2) is not supported yet; make one grouping column that combines both")
+        slashes = [[self.group_column()]]                   # a:b/c is [[a, b], [c]]: '/' binds looser than ':'
+        while self.peek()[1] in (":", "/"):
+            op_tok = self.take()
+            if not self.multiple:
+                self.fail("nested grouping (g1:g2 or g1/g2) is not supported yet in tl.Model; make one grouping "
+                          "column that combines both, or fit several grouping factors with tl.multilevel.fit",
+                          op_tok)
+            if op_tok[1] == "/":
+                slashes.append([])
+            slashes[-1].append(self.group_column())
         self.take(")")
         terms = _collect(inner, default_intercept=True)
         if not terms:
             self.fail("this random term has no terms; write (1 | group) for a random intercept", group_tok)
-        return ("random", RandomTerm(tuple(terms), group, bar[1] == "|"), bar[2])
+        return ("random", [RandomTerm(tuple(terms), name, bar[1] == "|", tuple(cols) if len(cols) > 1 else ())
+                           for name, cols in _expand_slash(slashes)], bar[2])
+
+    def group_column(self):
+        """A grouping column's name; ``factor(g)`` is the same grouping as ``g``."""
+        group = self.take(kind="name")[1]
+        if group == "factor" and self.peek()[1] == "(":
+            self.take("(")
+            group = self.take(kind="name")[1]
+            self.take(")")
+        return group
+
+
+def _expand_slash(slashes):
+    """lme4's expandSlash: ``a/b/c`` is the groupings ``c:(b:a)``, ``b:a`` and ``a`` (innermost first).
+
+    Each element of ``slashes`` is the list of columns of one ':' interaction;
+    the grouping at depth k is the interaction of the first k+1, named as R
+    deparses lme4's ``part_k:(grouping at depth k-1)`` (``(1 | batch/cask)``:
+    ``cask:batch``, ``batch``). Returns (name, columns) pairs.
+    """
+    out, name = [], None
+    for depth, part in enumerate(slashes):
+        text = ":".join(part)
+        if name is not None:
+            text += ":" + (f"({name})" if ":" in name else name)
+        name = text
+        out.append((name, [c for p in reversed(slashes[:depth + 1]) for c in p]))
+    return out[::-1]
 
 
 def _n_choose(n, k):
@@ -506,13 +553,21 @@ def _collect(items, default_intercept):
     return ([INTERCEPT] if intercept else []) + terms
 
 
-def parse_formula(text):
+def parse_formula(text, multiple=False):
     """Parse an lmer-style formula.
 
     Parameters
     ----------
     text : str
         For example ``"y ~ 1 + x + u + x:u + (1 + x | group)"``.
+    multiple : bool
+        False (what :class:`~teachlmm.Model` uses): one grouping factor only.
+        True (what :mod:`teachlmm.multilevel` uses): any number of random
+        terms and grouping factors, nested ``g1/g2`` expanded as lme4's
+        ``expandSlash`` does (``(1 | batch/cask)`` is ``(1 | cask:batch) +
+        (1 | batch)``) and interactions ``g1:g2`` (``RandomTerm.factors``).
+        The terms stay in written order; lme4's order (by number of levels)
+        needs the data and is made by :mod:`teachlmm.multilevel`.
 
     Returns
     -------
@@ -526,7 +581,7 @@ def parse_formula(text):
     FormulaError
         With the position of the mistake, for example a missing ``~``, an
         unbalanced parenthesis or an unsupported function; also for a second
-        grouping factor, which is not supported yet, and for a formula that
+        grouping factor when ``multiple`` is False, and for a formula that
         expands to more than ``MAX_TERMS`` terms.
 
     Examples
@@ -542,7 +597,7 @@ def parse_formula(text):
     """
     if not isinstance(text, str):
         raise FormulaError(f"the formula must be a string like 'y ~ 1 + x + (1 | g)', not {type(text).__name__}")
-    parser = _Parser(text)
+    parser = _Parser(text, multiple)
     response, items = parser.formula()
     fixed = _collect(items, default_intercept=True)
     if len(fixed) > MAX_TERMS + 1:
@@ -554,26 +609,27 @@ def parse_formula(text):
         if any(parser.exprs[f][:2] == ("call", "offset") for f in t.factors) and len(t.factors) > 1:
             raise FormulaError(f"offset() cannot be part of an interaction ({t.name}) in {text!r}")
     fixed = [t for t in fixed if not (len(t.factors) == 1 and t.factors[0] in offsets)]
-    random = [value for kind, value, _ in items if kind == "random"]
+    random = [r for kind, value, _ in items if kind == "random" for r in value]
     for r in random:
         if any(parser.exprs[f][:2] == ("call", "offset") for t in r.terms for f in t.factors):
             raise FormulaError(f"offset() belongs in the fixed part, not inside a random term, in {text!r}")
     groups = list(dict.fromkeys(r.group for r in random))
-    if len(groups) > 1:
-        pos = [p for kind, v, p in items if kind == "random" and v.group == groups[1]][0]
+    if len(groups) > 1 and not multiple:
+        pos = [p for kind, v, p in items if kind == "random" and v[0].group == groups[1]][0]
         raise _error(text, pos, f"a second grouping factor ({groups[1]!r} besides {groups[0]!r}): crossed or nested "
-                     "random effects are not supported yet; use one grouping factor")
+                     "random effects are not supported yet in tl.Model; use one grouping factor, or "
+                     "tl.multilevel.fit for several")
     split = []
     for r in random:                     # (a + b || g) is (a | g) + (0 + b | g): one block per term
         if r.correlated:
             split.append(r)
         else:
-            split += [RandomTerm((t,), r.group, True) for t in r.terms]
-    names = [t.name for r in split for t in r.terms]
+            split += [RandomTerm((t,), r.group, True, r.factors) for t in r.terms]
+    names = [(r.group, t.name) for r in split for t in r.terms]
     seen = set()
-    for n in names:
-        if n in seen:
+    for g, n in names:
+        if (g, n) in seen:
             raise FormulaError(f"the random term {n!r} appears twice for the same group in {text!r}; "
                                "each random effect can appear once")
-        seen.add(n)
+        seen.add((g, n))
     return Formula(text, response, tuple(fixed), tuple(split), offsets, dict(parser.exprs))
