@@ -67,7 +67,6 @@ Step through it::
     post = sample(model, draws=2000, warmup=500, chains=4, seed=1)
     print(post.summary())
 """
-import html
 import copy
 import math
 import sys
@@ -79,17 +78,19 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 import scipy.special
 
-from . import convergence, diagnostics, frames, huang_wand, mme, validators
+from . import _fast_sweep, convergence, frames, huang_wand, mme, validators
 from . import interweave as _interweave
 from .design import warn_raw_steps
 from .design import response_variance
 from .errors import ConditioningWarning, TeachLMMError
 from .mme import cholesky, lower_inverse, relative_factor, residual_sum_of_squares   # batched over chains
-from .tables import format_table
+from .posterior import Posterior                  # what sample() returns (re-exported: gibbs.Posterior)
 
 __all__ = ["Prior", "default_prior", "Noise", "draw_noise", "relative_factor", "coefficient_block",
            "draw_coefficients", "bartlett_inv_wishart", "inv_wishart", "draw_G", "residual_sum_of_squares",
-           "draw_sigma2", "Conditionals", "State", "init", "step", "FastSweep", "sample", "Posterior"]
+           "draw_sigma2", "Conditionals", "State", "init", "step", "steps", "sample"]
+# Also importable from here, documented in their own modules: FastSweep (teachlmm._fast_sweep, private: the
+# sweep of step() written for speed) and Posterior (teachlmm.posterior: what sample() returns).
 
 
 # ----------------------------------------------------------------------------
@@ -353,18 +354,20 @@ def _inverse_wishart_defaults(model):
 # ----------------------------------------------------------------------------
 
 class ChainStreams(NamedTuple):
-    """The random streams of one chain: normals, gammas and uniforms, each its own Generator.
+    """The random streams of one chain: normals, gammas, uniforms and the interweaving's normals.
 
-    Three streams, not one, so that :func:`sample` can draw the noise of many
-    sweeps with one call per stream and still get exactly the numbers that
-    :func:`step` draws one sweep at a time (a stream cut into consecutive
-    pieces gives the same numbers as drawn at once).
+    Each is its own ``numpy.random.Generator`` (or, in ``State.rng``, the
+    saved state of one: see ``_save_streams``). Several streams, not one,
+    so that :func:`sample` can draw the noise of many sweeps with one call per
+    stream and still get exactly the numbers that :func:`step` draws one
+    sweep at a time (a stream cut into consecutive pieces gives the same
+    numbers as drawn at once).
     """
 
-    normal: np.random.Generator
-    gamma: np.random.Generator
-    uniform: np.random.Generator
-    interweave: np.random.Generator        # normals of the interweaving step (teachlmm.interweave)
+    normal: Any
+    gamma: Any
+    uniform: Any
+    interweave: Any        # normals of the interweaving step (teachlmm.interweave)
 
 
 def _chain_generators(seed, chains):
@@ -374,6 +377,39 @@ def _chain_generators(seed, chains):
     """
     ss = validators.seed_sequence(seed)
     return tuple(ChainStreams(*(np.random.default_rng(s) for s in child.spawn(4))) for child in ss.spawn(chains))
+
+
+def _save_streams(rng):
+    """The state of every generator of ``rng`` (ChainStreams, or a tuple of them per chain) as plain data.
+
+    A numpy generator is a bit generator (PCG64) plus a position in its
+    stream; ``bit_generator.state`` is that position, a small dict. The
+    Gibbs :class:`State` keeps these dicts, never the generators themselves,
+    so that a state is a value: stepping from it twice draws the same numbers.
+    """
+    if isinstance(rng, ChainStreams):
+        return ChainStreams(*(generator.bit_generator.state for generator in rng))
+    return tuple(_save_streams(streams) for streams in rng)
+
+
+def _restore_streams(saved):
+    """Fresh generators at the saved positions (the inverse of :func:`_save_streams`); ``saved`` is not changed."""
+    if isinstance(saved, ChainStreams):
+        return ChainStreams(*(_generator_at(state) for state in saved))
+    return tuple(_restore_streams(streams) for streams in saved)
+
+
+def _generator_at(state):
+    """A numpy Generator whose bit generator is at ``state`` (a ``bit_generator.state`` dict)."""
+    bit_generator = getattr(np.random, state["bit_generator"])(0)   # any seed: the state is set next
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+def _is_saved(rng):
+    """True when ``rng`` holds saved generator states (as ``State.rng`` does), not generators."""
+    first = rng if isinstance(rng, ChainStreams) else rng[0]
+    return isinstance(first.normal, dict)
 
 
 class Noise(NamedTuple):
@@ -422,9 +458,25 @@ def draw_noise(rng, model, prior, sweeps=None):
 
     Parameters
     ----------
-    rng : ChainStreams (one chain) or a tuple of them (chains stacked on axis 0).
+    rng : ChainStreams (one chain) or a tuple of them (chains stacked on axis 0)
+        Generators, which advance; or their saved states (``State.rng``),
+        which stay as they are (the numbers come from fresh generators at
+        those positions).
     sweeps : int, optional.
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> state = init(model, seed=1)
+    >>> noise = draw_noise(state.rng, model, state.prior)
+    >>> noise.z.shape                            # p + J q normals for (beta, b)
+    (87,)
+    >>> bool((draw_noise(state.rng, model, state.prior).z == noise.z).all())   # state.rng did not move
+    True
     """
+    if _is_saved(rng):
+        rng = _restore_streams(rng)
     n_z, n_bz, shapes = _noise_layout(model, prior)
     one_chain = isinstance(rng, ChainStreams)
     chains = (rng,) if one_chain else rng
@@ -706,7 +758,11 @@ class State(NamedTuple):
     G : (q, q) covariance of the random effects.   sigma2 : residual variance.
     cond : Conditionals of the last sweep (at init: the (beta, b) moments at the start
         values; the G and sigma2 fields are None until the first sweep).
-    rng : ChainStreams, or a tuple of them (one per chain).
+    rng : where the random streams stand: a ChainStreams of saved generator
+        states (``numpy.random.Generator.bit_generator.state`` dicts), or a tuple
+        of them, one per chain. Plain data, not generators: :func:`step` draws
+        from fresh generators set to these positions and returns their new
+        positions in the new state, so a state is never changed by stepping from it.
     model : the Model.   prior : the resolved Prior.
     """
 
@@ -792,16 +848,35 @@ def init(model, seed=None, prior=None, chains=None, G=None, sigma2=None):
     mean_b = b_mean(model.stats, block.Minv, block.beta_mean)
     cond = Conditionals(block.beta_mean, s0[..., None, None] * block.A_inv, mean_b,
                         s0[..., None, None, None] * block.Minv, None, None, None, None, None)
-    return State(0, block.beta_mean, mean_b, G0, s0, cond, rng, model, prior)
+    return State(0, block.beta_mean, mean_b, G0, s0, cond, _save_streams(rng), model, prior)
 
 
-def step(state, interweave=True):
+def step(state, interweave=True, noise=None):
     """One Gibbs sweep: (beta, b) | G, sigma2;  then G | b;  then sigma2 | beta, b.
 
     With ``interweave`` (the default), (beta, G, b) are redrawn after G through
     the non-centred random effects u_j = L^-1 b_j (:mod:`teachlmm.interweave`).
 
-    Pure: returns a new State (the generators inside it advance).
+    Pure: ``state`` is not changed, and the same state in gives the same state
+    out. The sweep's random numbers come from fresh generators set to the
+    positions saved in ``state.rng``; their new positions travel in the
+    returned state.
+
+    Parameters
+    ----------
+    state : State
+        From :func:`init`, or a previous step.
+    interweave : bool
+        Add the interweaving step (default True).
+    noise : Noise, optional
+        The sweep's random numbers (:func:`draw_noise`). Given, the sweep is
+        run on them and ``state.rng`` is neither used nor moved (``sample``
+        draws the noise of many sweeps at once this way).
+
+    Returns
+    -------
+    State
+        The new state; ``cond`` holds the conditional laws the sweep drew from.
 
     Examples
     --------
@@ -810,163 +885,101 @@ def step(state, interweave=True):
     >>> s = step(step(init(model, seed=1)))
     >>> s.iteration, s.cond.sigma2_shape       # a0 + n/2 = 0 + 919/2 (Jeffreys)
     (2, 459.5)
+    >>> bool((step(s).G == step(s).G).all())   # the same state in, the same state out
+    True
     """
     m, prior = state.model, state.prior
-    noise = draw_noise(state.rng, m, prior)
+    rng = state.rng
+    if noise is None:
+        streams = _restore_streams(state.rng)       # generators at the saved positions (state.rng stays as it is)
+        noise = draw_noise(streams, m, prior)        # every random number of the sweep, first
+        rng = _save_streams(streams)                 # the positions after them: they go into the new state
+    # 1. (beta, b) | G, sigma2:  beta ~ N(beta_hat, sigma2 A^-1),  b_j ~ N(M_j^-1 Z_j'(y_j - X_j beta), sigma2 M_j^-1)
     beta, b, block, mean_b = draw_coefficients(m.stats, state.G, state.sigma2, prior.tau2, noise.z)
-    G_prior = prior if prior.A is None else huang_wand.G_prior_given_a(     # Huang-Wand: a | G, then G | a, b
+    # 2. G | b ~ InvWishart(nu0 + J, S0 + sum_j b_j b_j')   (Huang-Wand: first a | G, then G | a, b)
+    G_prior = prior if prior.A is None else huang_wand.G_prior_given_a(
         huang_wand.draw_a(state.G, m.blocks, prior.A, noise.a_gamma))
     G, G_df, G_scale = draw_G(b, m.blocks, G_prior, noise.chi2, noise.bartlett_z)
-    if interweave:
+    if interweave:                                   # (beta, G, b) again, through u_j = L^-1 b_j
         beta, b, G, _ = _interweave.Interweaving(m, prior)(beta, b, G, state.sigma2, noise.interweave)
+    # 3. sigma2 | beta, b ~ InvGamma(a0 + n/2, b0 + SSR/2),  SSR = ||y - X beta - Z b||^2
     ssr = residual_sum_of_squares(m.stats, beta, b)
     sigma2, shape, rate = draw_sigma2(ssr, m.stats.n_total, prior, noise.sigma, noise.uniform)
     s2 = np.asarray(state.sigma2)
     cond = Conditionals(block.beta_mean, s2[..., None, None] * block.A_inv, mean_b,
                         s2[..., None, None, None] * block.Minv, G_df, G_scale, float(shape), rate, ssr)
-    return State(state.iteration + 1, beta, b, G, sigma2, cond, state.rng, m, prior)
+    return State(state.iteration + 1, beta, b, G, sigma2, cond, rng, m, prior)
+
+
+def steps(model, seed=None, prior=None, chains=None, max_iter=None, interweave=True, G=None, sigma2=None):
+    """Generator over Gibbs states: the start (:func:`init`), then one state per sweep (:func:`step`).
+
+    The loop ``state = step(state)`` written once, as :func:`teachlmm.em.steps`
+    writes EM's; ``sample(..., engine="textbook")`` runs it.
+
+    Parameters
+    ----------
+    model : Model
+    seed, prior, chains, G, sigma2 : as in :func:`init`.
+    max_iter : int >= 0, optional
+        Stop after this many sweeps (default: never; take what you need).
+    interweave : bool
+        As in :func:`step`.
+
+    Yields
+    ------
+    State
+        ``iteration`` 0 (the start), 1, 2, ...
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> [s.iteration for s in steps(model, seed=1, max_iter=3)]
+    [0, 1, 2, 3]
+    >>> kept = [float(s.sigma2) for s in steps(model, seed=1, max_iter=400)][101:]   # after 100 sweeps
+    >>> round(sum(kept) / len(kept), 2)        # sigma2's posterior mean, roughly (REML: 0.571)
+    0.57
+    """
+    max_iter = None if max_iter is None else validators.nonnegative_int(max_iter, "max_iter")
+    state = init(model, seed=seed, prior=prior, chains=chains, G=G, sigma2=sigma2)
+    yield state
+    while max_iter is None or state.iteration < max_iter:
+        state = step(state, interweave)
+        yield state
 
 
 # ----------------------------------------------------------------------------
-# the same sweep, fast, for q = 1 and q = 2 (what sample() runs)
+# the same sweep, fast, for q = 1 and q = 2 (what sample() runs by default)
 # ----------------------------------------------------------------------------
 
-class FastSweep:
-    """The sweep of :func:`step` for q = 1 or 2, with the per-group q x q algebra written out.
+class FastSweep(_fast_sweep.FastSweep):
+    """The sweep of :func:`step` for q = 1 or 2, its per-group algebra written out (``sample``'s fast engine).
 
-    numpy spends more time dispatching a batched 2 x 2 matmul or Cholesky over
-    (chains x groups) than doing its arithmetic. Here every per-group matrix is
-    kept as its entries, each an array of shape (chains, J), so each line of
-    algebra is one elementwise numpy operation; the sums over groups are
-    single matrix products with arrays prepared once per model; the p x p work
-    per chain stays batched linear algebra.
-
-    What it computes, line by line, is what the readable path computes:
-
-    * :meth:`coefficients` is :func:`teachlmm.mme.solve` with
-      ``beta_precision = (sigma2 / tau2) I`` (M_j^-1 = K_j K_j', A = R R',
-      beta_hat) followed by :func:`draw_coefficients` (beta, then
-      :func:`teachlmm.mme.b_hat` at that beta plus noise);
-    * :meth:`residual_sum_of_squares` is :func:`teachlmm.mme.residual_sum_of_squares`.
-
-    Same formulas, same noise, same draws as :func:`step`; the tests hold both
-    equal to ``mme.solve`` on random inputs to 1e-12.
-
-    Called as ``sweep(G, sigma2, noise) -> (beta, b, G, sigma2)``, chains on axis 0.
+    The class and its algebra live in ``teachlmm._fast_sweep`` (private: read
+    :func:`step` first). Here it gets this module's own blocks 2 and 3,
+    :func:`draw_G` and :func:`draw_sigma2`, so that the fast sweep draws G and
+    sigma2 by the very functions a reader reads. Called as
+    ``sweep(G, sigma2, noise) -> (beta, b, G, sigma2)``, chains on axis 0.
     """
 
-    def __init__(self, model, prior, interweave=True):
-        s, self.prior, self.blocks = model.stats, prior, model.blocks
-        self.interweave = _interweave.Interweaving(model, prior) if interweave else None
-        J, self.p, self.q = s.XtZ.shape
-        if self.q > 2:
-            raise TeachLMMError("FastSweep handles q = 1 or 2 random effects; use step() for more")
-        self.stats = s
-        q = self.q
-        # T'Z_j'Z_j T is linear in the entries of Z_j'Z_j: (T'Z_j'Z_j T)_kl = sum_ab T_ak T_bl (Z_j'Z_j)_ab
-        self.ZtZ_entries = s.ZtZ.reshape(J, q * q).T.copy()                     # (q*q, J)
-        self.ZtZ_diag = [s.ZtZ[:, k, k] for k in range(q)]
-        self.ZtZ_21 = s.ZtZ[:, -1, 0]
-        self.Zty = [np.ascontiguousarray(s.Zty[:, k]) for k in range(q)]
-        self.ZtX = [np.ascontiguousarray(s.XtZ[:, :, k].T) for k in range(q)]    # (p, J)
-        # sum_j X_j'Z_j M_j^-1 [Z_j'X_j | Z_j'y_j] is linear in the entries of M_j^-1:
-        # U maps (n11_j, n21_j, n22_j), stacked over j, to the p x p and p x 1 sums
-        Xz = [s.XtZ[:, :, k] for k in range(q)]
-        W = [np.concatenate([(Xz[k][:, :, None] * Xz[m][:, None, :]).reshape(J, -1),
-                             Xz[k] * s.Zty[:, m:m + 1]], axis=1) for k in range(q) for m in range(q)]
-        self.U = W[0] if q == 1 else np.concatenate([W[0], W[1] + W[2], W[3]], axis=0)
-        self.tau_precision = np.diag(1.0 / np.broadcast_to(prior.tau2, (self.p,)))
-
-    def coefficients(self, G, sigma2, z):
-        """(beta, b) drawn given (G, sigma2) from the standard normals z (``Noise.z``), and Z_j'(y_j - X_j beta).
-
-        With z = 0 this returns beta_hat and b_hat of :func:`teachlmm.mme.solve`.
-        """
-        p, q, s = self.p, self.q, self.stats
-        C = sigma2.shape[0]
-        root_s2 = np.sqrt(sigma2)[:, None]
-        T = _relative_factor_fast(G, sigma2)                          # G = sigma2 T T'
-        TZT = (np.einsum("cak,cbl->cklab", T, T).reshape(C, q * q, q * q)
-               @ self.ZtZ_entries)                                     # T'Z_j'Z_j T, (C, q*q, J)
-        if q == 1:
-            k11 = T[:, 0, 0, None] / np.sqrt(TZT[:, 0] + 1.0)          # K_j = T / sqrt(M~_j)
-            n11 = k11 * k11                                            # M_j^-1 = K_j^2
-            Minv = n11
-        else:
-            t11, t21, t22 = T[:, 0, 0, None], T[:, 1, 0, None], T[:, 1, 1, None]
-            l11 = np.sqrt(TZT[:, 0] + 1.0)                             # M~_j = L_j L_j'
-            l21 = TZT[:, 2] / l11
-            l22 = np.sqrt(TZT[:, 3] + 1.0 - l21 * l21)
-            w11, w22 = 1.0 / l11, 1.0 / l22                            # W_j = L_j^-1
-            w21 = -l21 * w11 * w22
-            k11, k12 = t11 * w11, t11 * w21                            # K_j = T W_j'
-            k21, k22 = t21 * w11, t21 * w21 + t22 * w22
-            n11 = k11 * k11 + k12 * k12                                # M_j^-1 = K_j K_j'
-            n21 = k11 * k21 + k12 * k22
-            n22 = k21 * k21 + k22 * k22
-            Minv = np.concatenate([n11, n21, n22], axis=1)
-        sums = Minv @ self.U                                           # sum_j X_j'Z_j M_j^-1 [Z_j'X_j | Z_j'y_j]
-        A = s.XtX_total - sums[:, :p * p].reshape(C, p, p) + sigma2[:, None, None] * self.tau_precision
-        c = s.Xty_total - sums[:, p * p:]
-        Rinv = lower_inverse(cholesky(A))                              # A = R R', A^-1 = Rinv' Rinv
-        beta = (_t(Rinv) @ (Rinv @ c[:, :, None] + root_s2[:, :, None] * z[:, :p, None]))[:, :, 0]
-        r = [self.Zty[k] - beta @ self.ZtX[k] for k in range(q)]      # Z_j'(y_j - X_j beta), (C, J)
-        zb = z[:, p:]
-        b = np.empty((C, zb.shape[1] // q, q))
-        if q == 1:
-            b[:, :, 0] = n11 * r[0] + root_s2 * k11 * zb
-        else:
-            z1, z2 = zb[:, 0::2], zb[:, 1::2]
-            b[:, :, 0] = n11 * r[0] + n21 * r[1] + root_s2 * (k11 * z1 + k12 * z2)
-            b[:, :, 1] = n21 * r[0] + n22 * r[1] + root_s2 * (k21 * z1 + k22 * z2)
-        return beta, b, r
-
-    def residual_sum_of_squares(self, beta, b, r):
-        """SSR = r'r + sum_j b_j'(Z_j'Z_j b_j - 2 Z_j'r_j), r = y - X beta (``r`` holds the Z_j'r_j)."""
-        s, q = self.stats, self.q
-        rtr = s.yty_total + ((beta @ s.XtX_total - 2.0 * s.Xty_total) * beta).sum(1)
-        ZtZb = [self.ZtZ_diag[0] * b[:, :, 0]] if q == 1 else [
-            self.ZtZ_diag[0] * b[:, :, 0] + self.ZtZ_21 * b[:, :, 1],
-            self.ZtZ_21 * b[:, :, 0] + self.ZtZ_diag[1] * b[:, :, 1]]
-        return rtr + sum(np.einsum("cj,cj->c", b[:, :, k], ZtZb[k] - 2.0 * r[k]) for k in range(q))
-
-    def __call__(self, G, sigma2, noise):
-        beta, b, r = self.coefficients(G, sigma2, noise.z)                          # (beta, b) | G, sigma2
-        G_prior = self.prior if self.prior.A is None else huang_wand.G_prior_given_a(   # Huang-Wand: a | G
-            huang_wand.draw_a(G, self.blocks, self.prior.A, noise.a_gamma))
-        G_new = draw_G(b, self.blocks, G_prior, noise.chi2, noise.bartlett_z)[0]     # G | b (, a)
-        if self.interweave is not None:                                             # the non-centred redraw
-            beta, b, G_new, _ = self.interweave(beta, b, G_new, sigma2, noise.interweave)
-            r = [self.Zty[k] - beta @ self.ZtX[k] for k in range(self.q)]          # Z_j'(y_j - X_j beta) again
-        ssr = self.residual_sum_of_squares(beta, b, r)                              # sigma2 | beta, b
-        sigma2_new = draw_sigma2(ssr, self.stats.n_total, self.prior, noise.sigma, noise.uniform)[0]
-        return beta, b, G_new, sigma2_new
-
-
-def _relative_factor_fast(G, sigma2):
-    """:func:`teachlmm.mme.relative_factor` as a plain Cholesky factorisation, when every G is positive definite.
-
-    A G drawn from an inverse-Wishart always is; a singular start G is not,
-    and gets the careful column-by-column version.
-    """
-    S = G / sigma2[:, None, None]
-    s11, s22 = S[:, 0, 0], S[:, -1, -1]
-    determinant = s11 * s22 - S[:, -1, 0] ** 2 if G.shape[-1] == 2 else s11
-    if (s11 > 0).all() and (determinant > 1e-14 * s11 * s22).all():
-        return cholesky(S)
-    return relative_factor(G, sigma2)
+    draw_G = staticmethod(draw_G)
+    draw_sigma2 = staticmethod(draw_sigma2)
 
 
 # ----------------------------------------------------------------------------
-# many sweeps: sample() and the Posterior
+# many sweeps: sample() (its draws make a teachlmm.posterior.Posterior)
 # ----------------------------------------------------------------------------
+
+ENGINES = ("fast", "textbook")
+
 
 def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep_b=True,
-           progress=False, thin=1, interweave=True):
+           progress=False, thin=1, interweave=True, engine="fast"):
     """Draw from the posterior with ``chains`` Gibbs chains advanced together.
 
-    The chains start as :func:`init` says and run the sweep of :func:`step`
-    (for q <= 2 in the equivalent :class:`FastSweep` form; same draws).
+    The chains start as :func:`init` says and run the sweep of :func:`step`:
+    literally (``engine="textbook"``) or in an equivalent faster form (``"fast"``).
 
     Parameters
     ----------
@@ -994,11 +1007,19 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
     interweave : bool
         Add the interweaving step of :mod:`teachlmm.interweave` to every sweep
         (default; G then mixes several times faster). ``False``: the centred sweep alone.
+    engine : {"fast", "textbook"}
+        ``"textbook"``: the loop of :func:`steps`, ``state = step(state)``, the
+        very sweep this module's functions spell out. ``"fast"`` (default): the
+        same sweep on the same random numbers, drawn for many sweeps at a time,
+        with the per-group q x q algebra of block 1 written out entry by entry
+        for q <= 2 (``FastSweep``); for q > 2 it runs :func:`step` on that
+        noise. Both give the same draws, to rounding (a test holds them equal
+        to 1e-10 over 100 sweeps); "fast" takes a fraction of the time.
 
     Returns
     -------
     Posterior
-        Draws in the model's own coordinates. A model with a column whose mean
+        A :class:`teachlmm.posterior.Posterior`. Draws in the model's own coordinates. A model with a column whose mean
         exceeds 100 times its spread is sampled on its centred copy, with the
         prior carried over exactly (see ``_working_basis``), and the draws
         mapped back; a model built from chunks samples from its statistics.
@@ -1013,8 +1034,8 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
     Raises
     ------
     TeachLMMError
-        draws, chains or thin not a positive integer, warmup negative, or an
-        invalid prior (see :class:`Prior`).
+        draws, chains or thin not a positive integer, warmup negative, an
+        unknown engine, or an invalid prior (see :class:`Prior`).
 
     Examples
     --------
@@ -1025,33 +1046,30 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
     ((2, 300, 2), (2, 300, 1, 1), (2, 300, 85, 1))
     >>> round(float(post.get("floor").mean()), 1)
     -0.7
+    >>> slow = sample(model, draws=300, warmup=100, chains=2, seed=1, engine="textbook")
+    >>> bool(abs(slow.draws["beta"] - post.draws["beta"]).max() < 1e-10)   # the same draws
+    True
     """
     draws, chains, thin = (validators.positive_int(draws, "draws"), validators.positive_int(chains, "chains"),
                            validators.positive_int(thin, "thin"))
-    model_in = model
     warmup = validators.nonnegative_int(warmup, "warmup")
+    engine = _check_engine(engine)
+    model_in = model
     start = time.perf_counter()
     prior = (prior if prior is not None else Prior()).resolve(model)
     work, centring, prior_w = _working_basis(model, prior)
     state = init(work, seed=seed, prior=prior_w, chains=chains)
     model = work
     total = warmup + draws * thin
-    if model.q <= 2:
-        fast, noises = FastSweep(model, state.prior, interweave), _noise_per_sweep(state.rng, model, state.prior, total)
-        sweep = lambda G, s2: fast(G, s2, next(noises))                       # noqa: E731
-    else:
-        def sweep(G, s2):
-            s = step(state._replace(G=G, sigma2=s2), interweave)
-            return s.beta, s.b, s.G, s.sigma2
+    sweeps = _textbook_sweeps(state, interweave) if engine == "textbook" else _fast_sweeps(state, interweave, total)
     q, p, J = model.q, model.p, model.J
     out = {"beta": np.empty((chains, draws, p)), "G": np.empty((chains, draws, q, q)),
            "sigma2": np.empty((chains, draws))}
     if keep_b:
         out["b"] = np.empty((chains, draws, J, q))
-    G, sigma2 = state.G, state.sigma2
     shown = start
     for i in range(total):
-        beta, b, G, sigma2 = sweep(G, sigma2)
+        beta, b, G, sigma2 = next(sweeps)
         kept = i - warmup
         if kept >= 0 and kept % thin == 0:
             d = kept // thin
@@ -1066,9 +1084,45 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
     if progress:
         print(file=sys.stderr)
     model = _back_to_basis(out, centring, state.model, model_in)
-    post = Posterior(model, out, prior, warmup=warmup, thin=thin, seconds=time.perf_counter() - start, seed=seed)
+    post = Posterior(model, out, prior, warmup=warmup, thin=thin, seconds=time.perf_counter() - start, seed=seed,
+                     engine=engine)
     convergence.check(post)                     # warns once (R-hat, bulk and tail ESS of beta, G, sigma2)
     return post
+
+
+def _check_engine(engine):
+    """``engine`` if it is one of ENGINES, else a TeachLMMError saying what each one is."""
+    if isinstance(engine, str) and engine in ENGINES:
+        return engine
+    raise TeachLMMError(f"engine must be 'fast' (the default: the sweep of gibbs.step with its per-group algebra "
+                        f"written out, same draws) or 'textbook' (the loop state = gibbs.step(state) itself), "
+                        f"got {engine!r}")
+
+
+def _textbook_sweeps(state, interweave):
+    """(beta, b, G, sigma2) after each sweep of the loop ``state = step(state)``: the sweep a reader reads."""
+    while True:
+        state = step(state, interweave)
+        yield state.beta, state.b, state.G, state.sigma2
+
+
+def _fast_sweeps(state, interweave, total):
+    """The draws of :func:`_textbook_sweeps`, faster: the same noise, drawn for many sweeps at once.
+
+    For q <= 2 each sweep is ``FastSweep``'s (block 1's per-group algebra
+    written out); for q > 2 it is :func:`step` run on that noise.
+    """
+    model, prior = state.model, state.prior
+    noises = _noise_per_sweep(_restore_streams(state.rng), model, prior, total)
+    if model.q > 2:
+        for noise in noises:
+            state = step(state, interweave, noise)
+            yield state.beta, state.b, state.G, state.sigma2
+        return
+    sweep, G, sigma2 = FastSweep(model, prior, interweave), state.G, state.sigma2
+    for noise in noises:
+        beta, b, G, sigma2 = sweep(G, sigma2, noise)
+        yield beta, b, G, sigma2
 
 
 def _working_basis(model, prior):
@@ -1116,342 +1170,3 @@ def _back_to_basis(out, centring, work, model):
     if "b" in out:
         out["b"] = centring.b(out["b"])
     return model
-
-
-class Posterior:
-    """Draws from the posterior of a linear mixed model, with summaries and diagnostics.
-
-    Attributes
-    ----------
-    draws : dict with ``beta`` (chains, draws, p), ``G`` (chains, draws, q, q),
-        ``sigma2`` (chains, draws) and, unless ``keep_b=False``, ``b`` (chains, draws, J, q).
-    fixef_names, ranef_names, coef_names, groups, group_name : as in MixedModelResult.
-    prior : the Prior used (every default filled in).
-    seconds : wall time of the sampling run.   warmup, thin, seed : how it was run.
-    chains, n_draws : the shape of the draws.
-
-    Examples
-    --------
-    >>> import teachlmm as tl
-    >>> model = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
-    >>> post = tl.gibbs.sample(model, draws=200, warmup=100, chains=2, seed=1)
-    >>> post.get("G[0,1]").shape, post.coef_draws().shape
-    ((2, 200), (2, 200, 85, 2))
-    """
-
-    def __init__(self, model, draws, prior, warmup=0, thin=1, seconds=None, seed=None):
-        self.model, self.draws, self.prior = model, draws, prior
-        self.warmup, self.thin, self.seconds, self.seed = warmup, thin, seconds, seed
-        self.fixef_names, self.ranef_names = list(model.fixef_names), list(model.ranef_names)
-        self.coef_names = model.coef_names
-        self.groups, self.group_name = model.groups, model.group_name
-        self.chains, self.n_draws = draws["sigma2"].shape
-
-    # -- one scalar at a time ----------------------------------------------------
-    def names(self):
-        """The names :meth:`get` accepts for the model's parameters (besides b[j,k])."""
-        fixed, random, residual = self._labels()
-        return ([n for n, _ in fixed] + [f"beta[{k}]" for k in range(self.model.p)]
-                + [n for n, _ in random + residual])
-
-    def get(self, name):
-        """Draws of one scalar, shape (chains, draws).
-
-        Names: a fixed effect's name (``"floor"``) or ``"beta[k]"``; ``"G[i,j]"``;
-        ``"sd[k]"`` (sqrt G_kk); ``"corr[i,j]"``; ``"sigma2"``; ``"sigma"``;
-        ``"b[j,k]"`` (group j's random effect k, if kept).
-
-        Examples
-        --------
-        >>> import teachlmm as tl
-        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
-        ...                        draws=100, warmup=50, chains=2, seed=1)
-        >>> post.get("sigma2").shape, post.get("(Intercept)").shape
-        ((2, 100), (2, 100))
-        """
-        d = self.draws
-        if name in self.fixef_names:
-            return d["beta"][:, :, self.fixef_names.index(name)]
-        if name == "sigma2":
-            return d["sigma2"]
-        if name == "sigma":
-            return np.sqrt(d["sigma2"])
-        head, _, rest = name.partition("[")
-        try:
-            idx = [int(v) for v in rest.rstrip("]").split(",")] if rest.endswith("]") else None
-        except ValueError:
-            idx = None
-        q = self.model.q
-        if head == "beta" and idx and len(idx) == 1 and 0 <= idx[0] < self.model.p:
-            return d["beta"][:, :, idx[0]]
-        if head == "G" and idx and len(idx) == 2 and all(0 <= i < q for i in idx):
-            return d["G"][:, :, idx[0], idx[1]]
-        if head == "sd" and idx and len(idx) == 1 and 0 <= idx[0] < q:
-            return np.sqrt(d["G"][:, :, idx[0], idx[0]])
-        if head == "corr" and idx and len(idx) == 2 and all(0 <= i < q for i in idx):
-            G = d["G"]
-            i, j = idx
-            return G[:, :, i, j] / np.sqrt(G[:, :, i, i] * G[:, :, j, j])
-        if head == "b" and idx and len(idx) == 2:
-            if "b" not in d:
-                raise TeachLMMError("the random effects were not kept: sample again with keep_b=True")
-            if 0 <= idx[0] < self.model.J and 0 <= idx[1] < q:
-                return d["b"][:, :, idx[0], idx[1]]
-        raise TeachLMMError(f"unknown parameter {name!r}; known: {', '.join(self.names())}, "
-                            f"and b[j,k] (j < {self.model.J}, k < {q})")
-
-    def coef_draws(self):
-        """Group-specific coefficients per draw, (chains, draws, J, len(coef_names)): beta + b_j.
-
-        Column order ``coef_names`` (fixed effects, then random-only terms), as
-        ``MixedModelResult.coef``; for the lecture's alpha_j / beta_j plots.
-        """
-        if "b" not in self.draws:
-            raise TeachLMMError("coef_draws needs the random effects: sample again with keep_b=True")
-        beta, b = self.draws["beta"], self.draws["b"]
-        C, D, J, _ = b.shape
-        out = np.zeros((C, D, J, len(self.coef_names)))
-        out[..., :len(self.fixef_names)] = beta[:, :, None, :]
-        for k, name in enumerate(self.ranef_names):
-            out[..., self.coef_names.index(name)] += b[..., k]
-        return out
-
-    # -- the table -------------------------------------------------------------
-    def _row(self, name):
-        x = self.get(name)
-        q025, q50, q975 = np.quantile(x, [0.025, 0.5, 0.975])
-        return dict(mean=float(x.mean()), sd=float(x.std(ddof=1)), q025=q025, q50=q50, q975=q975,
-                    rhat=diagnostics.rhat(x), ess_bulk=diagnostics.ess_bulk(x),
-                    ess_tail=diagnostics.ess_tail(x))
-
-    def _labels(self):
-        """(get-name, label) for the summary rows, lmer's order: fixed, then VarCorr, then residual."""
-        m, r = self.model, self.ranef_names
-        fixed = [(name, name) for name in self.fixef_names]
-        random = []
-        for blk in m.blocks:
-            random += [(f"G[{i},{i}]", f"Var {r[i]}") for i in blk]
-            random += [(f"G[{i},{j}]", f"Cov {r[j]},{r[i]}") for i in blk for j in blk if j < i]
-        for blk in m.blocks:
-            random += [(f"sd[{i}]", f"Std.Dev. {r[i]}") for i in blk]
-            random += [(f"corr[{j},{i}]", f"Corr {r[j]},{r[i]}") for i in blk for j in blk if j < i]
-        residual = [("sigma2", "Var Residual"), ("sigma", "Std.Dev. Residual")]
-        return fixed, random, residual
-
-    def checked_names(self):
-        """The parameters whose R-hat and bulk ESS :meth:`summary` checks: beta, G's entries, sigma2."""
-        fixed, random, _ = self._labels()
-        return [n for n, _ in fixed] + [n for n, _ in random if n.startswith("G[")] + ["sigma2"]
-
-    def summary(self):
-        """Posterior summary table (a string; print it), warning on poor convergence.
-
-        Columns: mean, sd, 2.5 / 50 / 97.5 % quantiles, R-hat (rank-normalised
-        split), bulk and tail ESS (:mod:`teachlmm.diagnostics`). Rows: fixed
-        effects by name, G as variances and covariances and again as standard
-        deviations and correlations (as lmer prints VarCorr), and the residual.
-
-        Prints the convergence message of :func:`teachlmm.convergence.check`
-        (R-hat > 1.01 or bulk or tail ESS < 400 for any of beta, G, sigma2);
-        warns (ConvergenceWarning) only if :func:`sample` has not already.
-
-        Examples
-        --------
-        >>> import teachlmm as tl
-        >>> model = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
-        >>> post = tl.gibbs.sample(model, draws=1000, warmup=200, chains=4, seed=1)
-        >>> print(post.summary().splitlines()[0])
-        Bayesian linear mixed model, Gibbs sampler: 4 chains x 1000 draws (warm-up 200, thin 1)
-        """
-        fixed, random, residual = self._labels()
-        rows = self._summary_rows()
-        header = ["", "mean", "sd", "2.5%", "50%", "97.5%", "R-hat", "ESS-bulk", "ESS-tail"]
-
-        def cells(pairs):
-            return [[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
-                    + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}", f"{rows[n]['ess_tail']:.0f}"]
-                    for n, label in pairs]
-
-        m = self.model
-        head = [f"Bayesian linear mixed model, Gibbs sampler: {self.chains} chains x {self.n_draws} draws "
-                f"(warm-up {self.warmup}, thin {self.thin})",
-                f"Formula: {m.formula.text}",
-                f"Prior: {self.prior.describe()}",
-                f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}"
-                + (f"; sampled in {self.seconds:.2f} s" if self.seconds is not None else "")]
-        sections = [("Fixed effects:", fixed), (f"Random effects ({m.group_name}):", random),
-                    ("Residual:", residual)]
-        out = list(head)
-        for title, pairs in sections:
-            out += ["", title, format_table(cells(pairs), header)]
-        message = convergence.check(self)       # warns only if sample() has not already
-        notes = ["Warning: " + message] if message else []
-        out += [""] * bool(notes) + notes
-        markup = ("".join(f"<p>{html.escape(line)}</p>" for line in head)
-                  + "".join(frames.html_table(header, cells(pairs), caption=title) for title, pairs in sections)
-                  + "".join(f"<p><b>{html.escape(line)}</b></p>" for line in notes))
-        return frames.Text.with_html("\n".join(out), markup)
-
-    def _summary_rows(self):
-        """{get-name: row of summary statistics} for every summary row (computed once per call)."""
-        fixed, random, residual = self._labels()
-        return {name: self._row(name) for name, _ in fixed + random + residual}
-
-    # -- labelled tables, ArviZ, posterior predictive ----------------------------
-    def to_frame(self):
-        """The summary table as a pandas DataFrame, one row per parameter (needs the extra ``pandas``).
-
-        Index: the summary's row labels ("floor", "Var (Intercept)", "Std.Dev.
-        Residual", ...). Columns: mean, sd, 2.5%, 50%, 97.5%, r_hat, ess_bulk,
-        ess_tail, the numbers :meth:`summary` prints (unrounded).
-
-        Examples
-        --------
-        >>> import teachlmm as tl
-        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
-        ...                        draws=500, warmup=200, chains=2, seed=1)
-        >>> list(post.to_frame().index[:3])
-        ['(Intercept)', 'floor', 'Var (Intercept)']
-        """
-        pd = frames.require_pandas()
-        fixed, random, residual = self._labels()
-        rows = self._summary_rows()
-        pairs = fixed + random + residual
-        keys = [("mean", "mean"), ("sd", "sd"), ("2.5%", "q025"), ("50%", "q50"), ("97.5%", "q975"),
-                ("r_hat", "rhat"), ("ess_bulk", "ess_bulk"), ("ess_tail", "ess_tail")]
-        return pd.DataFrame({col: [float(rows[n][k]) for n, _ in pairs] for col, k in keys},
-                            index=pd.Index([label for _, label in pairs]))
-
-    def _scalar_columns(self):
-        """(column label, (chains, draws) array) for beta, G's free entries, sd, corr and sigma2."""
-        fixed, random, residual = self._labels()
-        return [(label, self.get(name)) for name, label in fixed + random + residual]
-
-    def draws_frame(self, b=False):
-        """The draws as a pandas DataFrame: one row per (chain, draw), one column per parameter.
-
-        Parameters
-        ----------
-        b : bool
-            Also the random effects, columns ``"b[<group>, <name>]"`` (J x q of them).
-
-        Examples
-        --------
-        >>> import teachlmm as tl
-        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
-        ...                        draws=100, warmup=50, chains=2, seed=1)
-        >>> post.draws_frame().shape
-        (200, 6)
-        """
-        pd = frames.require_pandas()
-        cols = {label: x.reshape(-1) for label, x in self._scalar_columns()}
-        if b:
-            if "b" not in self.draws:
-                raise TeachLMMError("the random effects were not kept: sample again with keep_b=True")
-            for j, g in enumerate(self.groups):
-                for k, name in enumerate(self.ranef_names):
-                    cols[f"b[{g}, {name}]"] = self.draws["b"][:, :, j, k].reshape(-1)
-        index = pd.MultiIndex.from_product([range(self.chains), range(self.n_draws)], names=["chain", "draw"])
-        return pd.DataFrame(cols, index=index)
-
-    def to_arviz(self):
-        """The draws as ArviZ data: InferenceData (ArviZ 0.x) or a DataTree (ArviZ 1.x).
-
-        The posterior group holds ``beta`` (dim ``fixef``, coordinates the
-        fixed-effect names), ``G`` (dims ``ranef``, ``ranef_col``), ``sd``
-        (``ranef``), ``sigma2``, ``sigma`` and, if kept, ``b`` (dims: the grouping
-        variable, coordinates the group labels, and ``ranef``). Tested with
-        ArviZ 0.x (the ``arviz`` extra pins it); the 1.x branch (ArviZ 1 needs
-        Python >= 3.12) calls ``arviz.from_dict({"posterior": ...})``, 1.x's form, untested here.
-
-        Examples
-        --------
-        >>> import teachlmm as tl
-        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
-        ...                        draws=100, warmup=50, chains=2, seed=1)
-        >>> idata = post.to_arviz()
-        >>> idata.posterior["beta"].coords["fixef"].values.tolist()
-        ['(Intercept)', 'floor']
-        """
-        try:
-            import arviz
-        except ImportError as err:
-            raise TeachLMMError("to_arviz needs ArviZ, an optional extra: pip install 'teachlmm[arviz]'") from err
-        d = self.draws
-        group_dim = self.group_name if self.group_name not in ("chain", "draw") else f"{self.group_name}_"
-        data = {"beta": d["beta"], "G": d["G"], "sd": np.sqrt(np.einsum("cdqq->cdq", d["G"])),
-                "sigma2": d["sigma2"], "sigma": np.sqrt(d["sigma2"])}
-        dims = {"beta": ["fixef"], "G": ["ranef", "ranef_col"], "sd": ["ranef"]}
-        coords = {"fixef": list(self.fixef_names), "ranef": list(self.ranef_names),
-                  "ranef_col": list(self.ranef_names)}
-        if "b" in d:
-            data["b"] = d["b"]
-            dims["b"] = [group_dim, "ranef"]
-            coords[group_dim] = list(np.asarray(self.groups).tolist())
-        if int(arviz.__version__.split(".")[0]) >= 1:           # ArviZ 1.x: a DataTree
-            return arviz.from_dict({"posterior": data}, coords=coords, dims=dims)
-        return arviz.from_dict(posterior=data, coords=coords, dims=dims)
-
-    def predict(self, newdata, seed=None, re=True):
-        """Posterior predictive draws of new observations, (chains, draws, n).
-
-        For each posterior draw s: y~ = x'beta_s + z'b_j,s + eps, eps ~ N(0, sigma2_s).
-        A group not in the data gets new random effects b ~ N(0, G_s), one
-        vector per new group label and draw (rows of the same new group share it).
-        With ``re=False`` every row is treated as a new group (a new observation
-        from any group).
-
-        Parameters
-        ----------
-        newdata : mapping with the formula's columns (the response is not needed).
-        seed : seed for the new random effects and noise (the policy of :mod:`teachlmm.validators`).
-        re : bool, default True.
-
-        Examples
-        --------
-        >>> import teachlmm as tl
-        >>> post = tl.gibbs.sample(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()),
-        ...                        draws=100, warmup=50, chains=2, seed=1)
-        >>> post.predict({"floor": [0.0, 1.0], "county": [2, 2]}, seed=1).shape
-        (2, 100, 2)
-        """
-        rng = validators.rng(seed)
-        X, Z, codes = self.model.design(newdata)
-        d = self.draws
-        if re and "b" not in d:
-            raise TeachLMMError("predicting for fitted groups needs the random effects: sample again with "
-                                "keep_b=True (or pass re=False)")
-        C, D, n, q = self.chains, self.n_draws, X.shape[0], self.model.q
-        unseen = (codes < 0) | (not re)
-        mean = np.einsum("ip,cdp->cdi", X, d["beta"])
-        if re and (~unseen).any():
-            b_seen = d["b"][:, :, np.where(unseen, 0, codes)]                  # (C, D, n, q)
-            mean += np.where(unseen, 0.0, np.einsum("iq,cdiq->cdi", Z, b_seen))
-        if unseen.any():
-            labels = np.asarray(_group_labels(newdata, self.group_name, n)) if re else np.arange(n)
-            new_labels, which = np.unique(labels[unseen].astype(str), return_inverse=True)
-            L = _psd_factor(d["G"])
-            u = rng.standard_normal((C, D, len(new_labels), q))
-            b_new = np.einsum("cdqr,cdkr->cdkq", L, u)                          # b ~ N(0, G_s)
-            idx = np.flatnonzero(unseen)
-            mean[:, :, idx] += np.einsum("iq,cdiq->cdi", Z[idx], b_new[:, :, which])
-        return mean + np.sqrt(d["sigma2"])[:, :, None] * rng.standard_normal((C, D, n))
-
-    def __repr__(self):
-        return (f"<Posterior (Gibbs): {self.model.formula.text!r}, {self.chains} chains x "
-                f"{self.n_draws} draws>")
-
-
-def _group_labels(newdata, group_name, n):
-    """The grouping column of new data as a list of n labels (to tell new groups apart)."""
-    values = newdata[group_name]
-    values = values.tolist() if hasattr(values, "tolist") else list(values)
-    if len(values) != n:
-        raise TeachLMMError(f"the new data's column {group_name!r} has {len(values)} values for {n} rows")
-    return values
-
-
-def _psd_factor(G):
-    """L with L L' = G for each draw's G (eigen-decomposition, so a G on the boundary works too)."""
-    w, V = np.linalg.eigh(G)
-    return V * np.sqrt(np.clip(w, 0, None))[..., None, :]
