@@ -36,7 +36,7 @@ from .results import MixedModelResult
 __version__ = "0.1.0"
 
 _LAZY_MODULES = {"multilevel", "gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots", "exercises", "formula",
-                 "design", "results", "validators", "tables", "data", "prediction", "frames"}
+                 "design", "results", "validators", "tables", "data", "prediction", "frames", "posterior"}
 
 
 def simulate(*args, **kwargs):
