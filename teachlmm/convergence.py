@@ -14,7 +14,7 @@ The quantities checked are the model's parameters: beta, the distinct entries
 of G, and sigma2 (not the random effects b_j, one per group). When any fails,
 :func:`check` warns once for the posterior (a :class:`~teachlmm.errors.ConvergenceWarning`
 naming the quantities and what to do) and remembers the message, so that
-:meth:`Posterior.summary` prints it without warning again.
+:meth:`teachlmm.posterior.Posterior.summary` prints it without warning again.
 """
 import warnings
 

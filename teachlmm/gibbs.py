@@ -56,16 +56,32 @@ conditional ``InvWishart(nu0 - q + q_b + J, S0_bb + sum_j b_jb b_jb')``.
 **Noise first.** A sweep first draws its standard random numbers
 (:func:`draw_noise`: normals, chi-squares, a gamma); each block is then a
 deterministic function of them (``beta = beta_hat + sqrt(sigma2) R^-T z``).
-:func:`sample` runs the very same sweep with the per-group 2 x 2 algebra
-written out entry by entry (:class:`FastSweep`, for q <= 2), which is several
-times faster in numpy and gives the same draws as :func:`step`, to rounding.
+
+**A state is a value.** :func:`step` is pure: the same state in gives the
+same state out, and the state passed in is never changed. The random
+streams are part of the state as data (``State.rng``: where each generator
+stands, numpy's ``bit_generator.state``); a sweep draws from fresh
+generators set there and puts their new positions into the state it
+returns. :func:`steps` is the loop ``state = step(state)``.
+
+**Two engines, one sweep.** ``sample(..., engine="textbook")`` runs that
+loop. The default, ``engine="fast"``, runs the very same sweep on the same
+random numbers, drawn for many sweeps at once, with the per-group 2 x 2
+algebra of block 1 written out entry by entry for q <= 2 (``FastSweep``, in
+the private module ``teachlmm._fast_sweep``): several times faster in numpy,
+and the same draws to rounding (a test holds them equal to 1e-10 over 100
+sweeps). The draws become a :class:`~teachlmm.posterior.Posterior`
+(:mod:`teachlmm.posterior`).
 
 Step through it::
 
     state = init(model, seed=1)       # state.G, state.sigma2, state.beta, state.b
     state = step(state)               # state.cond: the conditional moments used
+    for state in steps(model, seed=1, max_iter=100):    # the start, then 100 sweeps
+        print(state.iteration, state.sigma2)
     post = sample(model, draws=2000, warmup=500, chains=4, seed=1)
     print(post.summary())
+    post = sample(model, draws=2000, warmup=500, chains=4, seed=1, engine="textbook")   # same draws, slower
 """
 import copy
 import math
@@ -401,9 +417,12 @@ def _restore_streams(saved):
 
 def _generator_at(state):
     """A numpy Generator whose bit generator is at ``state`` (a ``bit_generator.state`` dict)."""
-    bit_generator = getattr(np.random, state["bit_generator"])(0)   # any seed: the state is set next
+    bit_generator = getattr(np.random, state["bit_generator"])(_ANY_SEED)   # the state is set next
     bit_generator.state = state
     return np.random.Generator(bit_generator)
+
+
+_ANY_SEED = np.random.SeedSequence(0)    # a ready SeedSequence: constructing from it is the cheapest way
 
 
 def _is_saved(rng):
