@@ -46,8 +46,7 @@ class FastSweep:
       ``beta_precision = (sigma2 / tau2) I`` (M_j^-1 = K_j K_j', A = R R',
       beta_hat) followed by :func:`teachlmm.gibbs.draw_coefficients` (beta, then
       :func:`teachlmm.mme.b_hat` at that beta plus noise);
-    * :meth:`residual_sum_of_squares` is :func:`teachlmm.mme.residual_sum_of_squares`.
-
+    * :meth:`residual_sum_of_squares` is :func:`teachlmm.mme.residual_sum_of_squares`;
     * blocks 2 and 3 call ``draw_G`` and ``draw_sigma2``, the textbook's own
       functions, which :class:`teachlmm.gibbs.FastSweep` (the class to use)
       sets as attributes of this one.
