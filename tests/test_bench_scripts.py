@@ -73,7 +73,7 @@ def test_teachlmm_run_and_mcse_agreement(nutpie_bench):
     summary, draws = nutpie_bench.run_teachlmm(model, seed=1, draws=60, warmup=20, chains=2)
     assert set(draws) == set(nutpie_bench.QUANTITIES)
     assert all(d.shape == (2, 60) and np.all(np.isfinite(d)) for d in draws.values())
-    assert 0 < summary["min_ess"] <= 120
+    assert summary["min_ess"] > 0 and np.isfinite(summary["min_ess_per_cpu_second"])
     rng = np.random.default_rng(0)
     same = {q: [rng.normal(size=(4, 2000))] for q in nutpie_bench.QUANTITIES}
     other = {q: [rng.normal(size=(4, 2000))] for q in nutpie_bench.QUANTITIES}

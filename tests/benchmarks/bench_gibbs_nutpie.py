@@ -42,7 +42,8 @@ must agree within 4 combined Monte Carlo standard errors,
 
     python tests/benchmarks/bench_gibbs_nutpie.py [--quick] [--repeats N] [--json OUT]
 
-Needs ``pip install nutpie pymc arviz threadpoolctl`` (the ``bench`` extra). Writes
+Needs ``pip install nutpie pymc arviz threadpoolctl`` (the ``bench`` extra; pymc and
+nutpie need Python >= 3.11). Writes
 ``tests/benchmarks/results/gibbs_nutpie.json`` (and OUT, if given).
 """
 import argparse
@@ -70,7 +71,7 @@ def missing_peer():
     for name, install in (("nutpie", "pip install nutpie"), ("pymc", "pip install pymc"),
                           ("arviz", "pip install arviz"), ("threadpoolctl", "pip install threadpoolctl")):
         if importlib.util.find_spec(name) is None:
-            return f"{name} is not installed ({install}, or pip install -e '.[bench]')"
+            return f"{name} is not installed ({install}, or pip install -e '.[bench]' on Python >= 3.11)"
     return None
 
 
