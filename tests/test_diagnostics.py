@@ -275,7 +275,8 @@ CASES, CASE_IDS = _arviz_cases()
 def _arviz(reference, name, x):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(np.asarray(reference[name](x)))
+        # .item(): with numba installed (PyMC brings it), ArviZ 0.23's mcse returns shape (1,), not a scalar
+        return float(np.asarray(reference[name](x)).item())
 
 
 @pytest.mark.parametrize("x", CASES, ids=CASE_IDS)

@@ -3,14 +3,16 @@
     python tests/benchmarks/run_all.py [--quick] [--only NAME ...]
 
 NAME is one of: iteration, fit, scale, stream, gibbs (the Gibbs vs JAGS
-benchmark, run when tests/benchmarks/bench_gibbs_jags.py is there). Each
+benchmark, run when tests/benchmarks/bench_gibbs_jags.py is there),
+gibbs_nutpie (Gibbs vs nutpie on radon M3), gibbs_sleepstudy (Gibbs vs JAGS
+on sleepstudy), suite. Each
 benchmark runs in its own Python process (the same interpreter as this one).
 With --only, the other benchmarks' earlier results in latest.json are kept
 (each carries its own date).
 
 The peers are optional: ``pip install -e ".[bench]"`` installs statsmodels,
-pandas, mixedlm, arviz and threadpoolctl; JAGS is Debian's ``jags``. A
-missing one is skipped with a message.
+pandas, mixedlm, arviz, threadpoolctl, pymc and nutpie; JAGS is Debian's
+``jags``. A missing one is skipped with a message.
 
 Threads: every tool gets the same, by default one (OMP/OPENBLAS/MKL/
 RAYON_NUM_THREADS=1): the comparison is of the computations, not of how
@@ -51,11 +53,13 @@ BENCHMARKS = {                        # name: (script, what it measures)
     "scale": ("bench_scale.py", "1,000,000 rows / 10,000 groups: time and peak memory per process"),
     "stream": ("bench_stream.py", "10,000,000 rows streamed from CSV"),
     "gibbs": ("bench_gibbs_jags.py", "Gibbs min bulk ESS per second vs JAGS on radon M3"),
+    "gibbs_nutpie": ("bench_gibbs_nutpie.py", "Gibbs min bulk ESS per CPU second vs nutpie (NUTS on PyMC) on radon M3"),
+    "gibbs_sleepstudy": ("bench_gibbs_sleepstudy.py", "Gibbs min bulk ESS per CPU second vs JAGS on lme4's sleepstudy"),
     "suite": ("bench_suite.py", "real-data suite (17 models on 15 R data sets, REML and ML): CPU time vs mixedlm, statsmodels, lme4"),
 }
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS")
-PACKAGES = ("numpy", "scipy", "statsmodels", "pandas", "mixedlm", "arviz", "threadpoolctl")
+PACKAGES = ("numpy", "scipy", "statsmodels", "pandas", "mixedlm", "arviz", "threadpoolctl", "pymc", "nutpie")
 
 
 # ----------------------------------------------------------------------------
@@ -181,6 +185,8 @@ def run_benchmark(name, quick, env, timeout):
         if os.path.exists(own) and os.path.getmtime(own) >= time.time() - seconds - 1:
             result = json.load(open(own))
     os.remove(out) if os.path.exists(out) else None
+    if code == 0 and isinstance(result, dict) and set(result) == {"skipped"}:
+        return {"skipped": f"{script}: {result['skipped']}", "seconds": seconds}   # a peer is missing
     if code != 0 or result is None:
         return {"skipped": f"{script} failed (exit {code}) after {seconds:.0f} s", "seconds": seconds}
     return {"result": result, "seconds": seconds}
