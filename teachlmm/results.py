@@ -30,6 +30,7 @@ import numpy as np
 
 from . import ddf as _ddf
 from . import frames, mme, prediction, validators
+from .multilevel_mme import Algebra
 from .errors import TeachLMMError
 from .tables import format_table, significant
 
@@ -528,6 +529,8 @@ def deviance(fit, reml=None):
     reml = fit.reml if reml is None else bool(reml)
     if reml == fit.reml:
         return -2.0 * fit.loglik
+    if not isinstance(fit, MixedModelResult):          # several factors: the other criterion at the same theta
+        return float(Algebra(fit.model).deviance(fit.theta, reml))
     work, _ = fit.model.fitting_basis()
     return mme.profiled_deviance(work.stats, getattr(fit, "_G_work", fit.G), fit.sigma2, reml)
 
