@@ -193,8 +193,8 @@ class MultilevelResult(BaseResult):
         >>> import warnings
         >>> with warnings.catch_warnings(record=True) as said:
         ...     pred = fit.predict({"batch": ["A", "A"], "cask": ["a", "z"]})   # cask z is new: batch A's effect only
-        >>> [round(float(v), 3) for v in pred], str(said[0].message)[:44]
-        ([62.629, 60.854], "rows with levels not in the fitted data (1 at")
+        >>> [round(float(v), 3) for v in pred], str(said[0].message)[:45]
+        ([62.629, 60.854], 'rows with levels not in the fitted data (1 at')
         """
         if interval is not None:
             raise TeachLMMError("prediction intervals (interval=) are not available for models with several "

@@ -353,3 +353,15 @@ def test_a_zero_variance_warns_and_finishes():
     assert fit.singular and fit.Gs["sample"][0, 0] < 1e-8 * fit.sigma2
     assert fit.Gs["plate"][0, 0] > 1 and np.isfinite(fit.loglik)
     assert "boundary (singular) fit" in str(fit.summary())
+
+
+def test_readme_section_runs():
+    """The README's "Several grouping factors" block is real code, and its icc comment is what it prints."""
+    import re
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"### Several grouping factors.*?```python\n(.*?)```", text, re.S).group(1)
+    scope = {"tl": tl}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(block, "README.md", "exec"), scope)
+    assert {k: round(v, 3) for k, v in scope["fit"].icc.items()} == {"cask:batch": 0.783, "batch": 0.154}
