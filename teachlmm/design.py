@@ -472,6 +472,11 @@ class Model:
     cross-products once; every fitting method (``tl.em``, ``tl.gibbs``,
     ``tl.blup``) starts from it.
 
+    A formula with several grouping factors (nested ``(1 | school/class)``,
+    crossed ``(1 | subject) + (1 | item)``, or an interaction ``(1 | g1:g2)``)
+    gives a :class:`~teachlmm.multilevel.MultilevelModel` instead, which
+    ``tl.em.fit`` fits the same way (:mod:`teachlmm.multilevel`).
+
     Parameters
     ----------
     formula : str

@@ -643,7 +643,8 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
         One grouping factor, or several (a :class:`~teachlmm.multilevel.MultilevelModel`,
         which ``tl.Model`` builds for nested and crossed factors): then the fit is
         :func:`teachlmm.multilevel_fit.fit` and the result a
-        :class:`~teachlmm.multilevel_result.MultilevelResult` (``Gs``, ``ranefs``, ...).
+        :class:`~teachlmm.multilevel_result.MultilevelResult` (``Gs``, ``ranefs``, ...);
+        ``tol``, ``max_iter`` and the start values G, sigma2 are for one factor.
     reml : bool, default True
         REML (lme4's default) or maximum likelihood.
     method : {"newton", "squarem", "factor", "plain"}

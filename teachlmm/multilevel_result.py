@@ -244,8 +244,11 @@ class MultilevelResult(BaseResult):
         return draw
 
     # -- printing ------------------------------------------------------------
-    def coef_table(self):
+    def coef_table(self, ddf=None):
         """Estimate, Std. Error and t value by fixed effect (lme4's table; no df: see :meth:`summary`)."""
+        if ddf not in (None, "normal"):
+            raise TeachLMMError(f"ddf={ddf!r}: degrees of freedom are not available for models with several "
+                                "grouping factors yet; the table has lme4's Estimate, Std. Error and t value")
         est = [self.fixef[k] for k in self.fixef_names]
         se = [self.fixef_se[k] for k in self.fixef_names]
         return {"Estimate": dict(zip(self.fixef_names, est)), "Std. Error": dict(zip(self.fixef_names, se)),
@@ -276,9 +279,7 @@ class MultilevelResult(BaseResult):
         >>> print(fit.summary().splitlines()[15])
         Number of obs: 60, groups:  cask:batch, 30; batch, 10
         """
-        if ddf not in (None, "normal"):
-            raise TeachLMMError(f"ddf={ddf!r}: degrees of freedom are not available for models with several "
-                                "grouping factors yet; summary() prints lme4's t values without df and p-values")
+        self.coef_table(ddf)                          # refuses a ddf it cannot honour
         m = self.model
         groups = "; ".join(f"{g}, {len(self.groups_by[g])}" for g in m.factors)
         title = "Fixed effects (t values; no df or p-values for several grouping factors yet):"
