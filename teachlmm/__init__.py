@@ -20,6 +20,11 @@ module shares; :mod:`~teachlmm.prediction` the intervals of ``predict``;
 :mod:`~teachlmm.frames` the pandas DataFrames (pandas imported on first use) and
 HTML displays; :mod:`~teachlmm.inference` re-exports the names it used to hold.
 
+Several grouping factors (nested ``(1 | school/class)``, crossed ``(1 | subject) +
+(1 | item)``) take the same calls: ``tl.Model(formula, data)`` is then a
+:class:`~teachlmm.multilevel.MultilevelModel` and ``tl.em.fit(model)`` a
+:class:`~teachlmm.multilevel_result.MultilevelResult` (:mod:`~teachlmm.multilevel`).
+
 ``tl.simulate_data`` makes new data with a known truth (``tl.simulate`` is its
 old, deprecated name); ``fit.simulate`` draws new responses from a fit.
 """
@@ -30,6 +35,8 @@ from . import blup, em, mme
 from .data import load_radon, read_csv, read_csv_chunks
 from .data import simulate as simulate_data
 from .design import Model
+from .multilevel import MultilevelModel
+from .multilevel_result import MultilevelResult
 from .errors import BoundaryWarning, ConvergenceWarning, DataError, DesignError, FormulaError, TeachLMMError
 from .results import MixedModelResult
 
@@ -60,7 +67,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'teachlmm' has no attribute {name!r}")
 
 
-__all__ = ["Model", "MixedModelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate", "multilevel",
+__all__ = ["Model", "MixedModelResult", "MultilevelModel", "MultilevelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate", "multilevel",
            "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots",
            "exercises", "validators", "tables", "prediction", "frames",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

@@ -15,6 +15,12 @@ The information criteria are defined as lme4 defines them (``fit.aic``,
 
 For a REML fit, ``loglik`` is the *restricted* log-likelihood. Compare REML
 criteria only between models with the same fixed effects.
+
+Models with several grouping factors (:class:`~teachlmm.multilevel.MultilevelModel`)
+are compared the same way, with each other or with a one-factor model
+(``(1 | batch)`` against ``(1 | batch/cask)``): a random effect is then named
+by its column and its grouping factor, and the smaller model's must all be
+in the bigger one, grouped the same way.
 """
 import html
 import math
@@ -23,26 +29,47 @@ import textwrap
 import numpy as np
 from scipy import stats as sps
 
-from . import em, frames, validators
+from . import em, frames, multilevel_fit, validators
 from .ddf import anova as f_tests
 from .errors import DataError, TeachLMMError
 from .intervals import Progress, RefitTally, refit_start
-from .results import MixedModelResult, response_sampler
+from .multilevel import MultilevelModel
+from .results import BaseResult, MixedModelResult, response_sampler
 from .tables import SIGNIF_CODES, format_column, format_p, format_table, stars
 
 __all__ = ["anova", "AnovaTable", "mixture_pvalue"]
 
 
 def _free_entries(model):
-    """The free entries (k, l), k >= l, of G, named by random effect: {(name_k, name_l)}."""
-    return {(model.ranef_names[k], model.ranef_names[l]) for k, l in model.G_entries()}
+    """The free entries of every G_k as (factor, column k, column l), k >= l."""
+    if isinstance(model, MultilevelModel):
+        return {(t.factor, t.columns[b], t.columns[a]) for t in model.terms for a in range(t.q)
+                for b in range(a, t.q)}
+    return {(model.group_name, model.ranef_names[k], model.ranef_names[l]) for k, l in model.G_entries()}
+
+
+def _several(*models):
+    return any(isinstance(m, MultilevelModel) for m in models)
+
+
+def _label(factor, column, several):
+    """A random effect's name in messages: its column, and its factor when a model has several."""
+    return f"{column} | {factor}" if several else column
+
+
+def _groupings(model):
+    """Grouping factor -> the level code of every row."""
+    if isinstance(model, MultilevelModel):
+        return {t.factor: t.codes for t in model.terms}
+    return {model.group_name: model.codes}
 
 
 def _check_same_data(fits):
     """The same rows: n, the response and the grouping; from the per-group statistics when a model has no rows.
 
     A model built from chunks keeps no rows, so the check compares what it
-    has: n, the group labels and sizes n_j, and each group's y_j'y_j.
+    has: n, the group labels and sizes n_j, and each group's y_j'y_j. Models
+    with several factors must group the rows the same way at every factor they share.
     """
     first = fits[0].model
     for k, f in enumerate(fits[1:], start=2):
@@ -56,6 +83,13 @@ def _check_same_data(fits):
         if not same_y:
             raise DataError(f"fit {k} has a different response than fit 1 (same length, other values); "
                             "compare models of the same data and the same response")
+        if _several(first, m):
+            a, b = _groupings(first), _groupings(m)
+            for g in set(a) & set(b):
+                if not np.array_equal(a[g], b[g]):
+                    raise DataError(f"fit {k} groups the rows by {g!r} differently than fit 1; anova compares "
+                                    "models of the same data")
+            continue
         same_groups = (np.array_equal(m.codes, first.codes) if rows else
                        np.array_equal(m.stats.n, first.stats.n) and np.array_equal(m.groups, first.groups))
         if m.group_name != first.group_name or not same_groups:
@@ -89,20 +123,41 @@ def _same_column(ms, mb, kind, k, kb):
     return all(np.allclose(a, b) for a, b in pairs)
 
 
+def _z_column(model, factor, column):
+    """The values of one random-effect column of one grouping factor, row by row."""
+    if isinstance(model, MultilevelModel):
+        t = next(t for t in model.terms if t.factor == factor and column in t.columns)
+        return t.Z[:, t.columns.index(column)]
+    return model.Z[:, model.ranef_names.index(column)]
+
+
 def _check_nested(small, big, name_small, name_big):
-    """small is nested in big: its X and Z columns and its free G entries are all in big."""
+    """small is nested in big: its X and Z columns (by factor) and its free G entries are all in big."""
     ms, mb = small.model, big.model
-    for kind, names_s, names_b in (("fixed effect", ms.fixef_names, mb.fixef_names),
-                                   ("random effect", ms.ranef_names, mb.ranef_names)):
-        for k, name in enumerate(names_s):
-            if name not in names_b or not _same_column(ms, mb, kind, k, names_b.index(name)):
-                raise TeachLMMError(f"{name_small} is not nested in {name_big}: its {kind} {name!r} is not in "
-                                    f"{name_big}. A likelihood-ratio test needs the smaller model to be a "
-                                    "special case of the bigger one; compare non-nested models by AIC/BIC.")
+    several = _several(ms, mb)
+
+    def refuse(kind, name):
+        raise TeachLMMError(f"{name_small} is not nested in {name_big}: its {kind} {name!r} is not in "
+                            f"{name_big}. A likelihood-ratio test needs the smaller model to be a "
+                            "special case of the bigger one; compare non-nested models by AIC/BIC.")
+    for k, name in enumerate(ms.fixef_names):
+        if name not in mb.fixef_names or not _same_column(ms, mb, "fixed effect", k, mb.fixef_names.index(name)):
+            refuse("fixed effect", name)
+    big_columns = {(g, a) for g, a, b in _free_entries(mb) if a == b}
+    for g, a, b in sorted(_free_entries(ms)):
+        if a != b:
+            continue
+        if (g, a) not in big_columns:
+            refuse("random effect", _label(g, a, several))
+        same = (np.allclose(_z_column(ms, g, a), _z_column(mb, g, a)) if several else
+                _same_column(ms, mb, "random effect", ms.ranef_names.index(a), mb.ranef_names.index(a)))
+        if not same:
+            refuse("random effect", _label(g, a, several))
     missing = _free_entries(ms) - _free_entries(mb)
     if missing:
+        pairs = sorted((_label(g, a, several), _label(g, b, several)) for g, a, b in missing)
         raise TeachLMMError(f"{name_small} is not nested in {name_big}: it estimates the covariance(s) "
-                            f"{sorted(missing)} that {name_big} fixes at 0")
+                            f"{pairs} that {name_big} fixes at 0")
     if small.df >= big.df:
         raise TeachLMMError(f"{name_small} and {name_big} have the same number of parameters ({big.df}): "
                             "they are the same model, there is nothing to test")
@@ -110,8 +165,10 @@ def _check_nested(small, big, name_small, name_big):
 
 def _added_variances(small, big):
     """The random effects whose variance is 0 under the smaller model but free in the bigger one."""
-    before = {a for a, b in _free_entries(small.model) if a == b}
-    return [a for a, b in sorted(_free_entries(big.model)) if a == b and a not in before]
+    several = _several(small.model, big.model)
+    before = {(g, a) for g, a, b in _free_entries(small.model) if a == b}
+    return [_label(g, a, several) for g, a, b in sorted(_free_entries(big.model))
+            if a == b and (g, a) not in before]
 
 
 def mixture_pvalue(chisq, df):
@@ -279,7 +336,11 @@ class AnovaTable:
 
 def _ml(fit):
     """The fit itself if ML, else an ML refit of the same model (lme4's ``refitML``) from the REML values."""
-    return fit if not fit.reml else em.fit(fit.model, reml=False, **refit_start(fit))
+    if not fit.reml:
+        return fit
+    if isinstance(fit.model, MultilevelModel):
+        return multilevel_fit.fit(fit.model, reml=False, **refit_start(fit))
+    return em.fit(fit.model, reml=False, **refit_start(fit))
 
 
 def _boot_lrt(small, big, n_boot, rng, bar, offset):
@@ -314,8 +375,9 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
 
     Parameters
     ----------
-    *fits : MixedModelResult
-        Two or more fits of nested models to the same data.
+    *fits : MixedModelResult or MultilevelResult
+        Two or more fits of nested models to the same data, with one grouping
+        factor or several (``(1 | batch)`` against ``(1 | batch/cask)``).
     method : {"chisq", "boot"}
         "chisq": the chi-square p-values. "boot": also a parametric-bootstrap
         LRT for each pair: simulate ``n_boot`` data sets from the smaller
@@ -364,6 +426,9 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
     Chisq 2.5418 on 2 df, p = 0.2806
     """
     if ddf is not None:
+        if len(fits) == 1 and isinstance(fits[0], BaseResult) and not isinstance(fits[0], MixedModelResult):
+            raise TeachLMMError("F tests with ddf= are not available for models with several grouping factors "
+                                "yet; compare nested fits by likelihood-ratio tests: tl.anova(fit_small, fit_big)")
         if len(fits) != 1 or not isinstance(fits[0], MixedModelResult):
             raise TeachLMMError("ddf= gives F tests of the terms of one fit: tl.anova(fit, ddf='Satterthwaite'); "
                                 "several fits are compared by likelihood-ratio tests without ddf")
@@ -373,7 +438,7 @@ def anova(*fits, method="chisq", n_boot=500, seed=None, progress=False, names=No
                             "for F tests of one model's terms use tl.anova(fit, ddf='Satterthwaite'); "
                             "see also fit.summary(), fit.aic, fit.confint()")
     for k, f in enumerate(fits, start=1):
-        if not isinstance(f, MixedModelResult):
+        if not isinstance(f, BaseResult):
             raise TeachLMMError(f"argument {k} is a {type(f).__name__}, not a fitted model (MixedModelResult)")
     method = str(method).lower()
     if method not in ("chisq", "boot"):

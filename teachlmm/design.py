@@ -40,8 +40,8 @@ import numpy as np
 import scipy.linalg
 
 from .coding import Categorical, Numeric, as_column, evaluate, learn, r_label, subset
-from .errors import (ConditioningWarning, DataError, DesignError, IdentifiabilityWarning, MissingValuesWarning,
-                     TeachLMMError)
+from .errors import (ConditioningWarning, DataError, DesignError, FormulaError, IdentifiabilityWarning,
+                     MissingValuesWarning, TeachLMMError)
 from .formula import columns_of, parse_formula
 
 __all__ = ["Model", "GroupStats", "Centring", "response_variance"]
@@ -452,6 +452,17 @@ def _rank_check(M, S, gram, names):
 # the model
 # ----------------------------------------------------------------------------
 
+def _several_factors(formula):
+    """Does the formula have several grouping factors, or an interaction ``g1:g2`` / ``g1/g2``?
+    (Then :class:`teachlmm.multilevel.MultilevelModel` builds it.) A malformed formula is not: the
+    one-factor parser reports the mistake."""
+    try:
+        f = parse_formula(formula, multiple=True)
+    except FormulaError:
+        return False
+    return len({r.group for r in f.random}) > 1 or any(r.factors for r in f.random)
+
+
 class Model:
     """A linear mixed model: formula + data, turned into X, Z, groups and per-group statistics.
 
@@ -460,6 +471,11 @@ class Model:
     Building a ``Model`` checks the data and computes the per-group
     cross-products once; every fitting method (``tl.em``, ``tl.gibbs``,
     ``tl.blup``) starts from it.
+
+    A formula with several grouping factors (nested ``(1 | school/class)``,
+    crossed ``(1 | subject) + (1 | item)``, or an interaction ``(1 | g1:g2)``)
+    gives a :class:`~teachlmm.multilevel.MultilevelModel` instead, which
+    ``tl.em.fit`` fits the same way (:mod:`teachlmm.multilevel`).
 
     Parameters
     ----------
@@ -517,6 +533,15 @@ class Model:
     (85, 2, 2)
     """
 
+    def __new__(cls, formula=None, data=None, missing="drop"):
+        """``tl.Model(formula, data)`` with several grouping factors (or ``g1:g2``) is a
+        :class:`~teachlmm.multilevel.MultilevelModel`: the same code fits one factor or several."""
+        if cls is Model and isinstance(formula, str) and _several_factors(formula):
+            # multilevel builds on this module (its coder is a Model), so it is imported here, not at the top
+            from .multilevel import MultilevelModel
+            return MultilevelModel(formula, data, missing=missing)
+        return super().__new__(cls)
+
     def __init__(self, formula, data, missing="drop"):
         self._parse(formula)
         self.missing = _check_missing_arg(missing)
@@ -564,7 +589,7 @@ class Model:
         (True, True)
         """
         self = cls.__new__(cls)
-        self._parse(formula)
+        self._parse(formula, chunks=True)
         self.missing = _check_missing_arg(missing)
         if chunks is None or isinstance(chunks, (str, bytes)) or not (callable(chunks) or hasattr(chunks, "__iter__")):
             raise DataError("chunks must be a list of column mappings or a function returning an iterator of "
@@ -610,7 +635,11 @@ class Model:
         self._check_conditioning()
         return self
 
-    def _parse(self, formula):
+    def _parse(self, formula, chunks=False):
+        if isinstance(formula, str) and _several_factors(formula):
+            what = "Model.from_chunks" if chunks else f"{type(self).__name__}"
+            raise DesignError(f"{what} takes one grouping factor; this formula has several (or an interaction "
+                              "g1:g2). Build the model from the data in memory: tl.Model(formula, data)")
         self.formula = parse_formula(formula)
         f = self.formula
         if not f.random:

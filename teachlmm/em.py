@@ -42,7 +42,15 @@ or do the two halves yourself, the E-step and the M-step::
     state = e_step(model, G, sigma2, reml=True)   # conditional moments at (G, sigma2)
     G, sigma2 = m_step(state)                     # the new variance components
 
-or let :func:`fit` loop to convergence. The textbook step is slow (hundreds
+or let :func:`fit` loop to convergence.
+
+Several grouping factors: ``tl.Model(formula, data)`` with nested or crossed
+factors is a :class:`~teachlmm.multilevel.MultilevelModel`, and the same calls
+work on it: :func:`fit` hands it to :func:`teachlmm.multilevel_fit.fit`
+(lme4's profiled deviance, L-BFGS-B and a Newton polish; ``method="plain"``
+first takes EM steps, :func:`teachlmm.multilevel_em.fit`), and :func:`init`,
+:func:`step` and :func:`steps` to the EM of :mod:`teachlmm.multilevel_em`,
+one G_k per factor. The textbook step is slow (hundreds
 of iterations on the radon models; thousands on some growth models), so
 ``fit`` offers :func:`step_factor` - the same E-step, with the factor T of
 G = sigma2 T T' updated as a regression coefficient - accelerated by SQUAREM
@@ -60,10 +68,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import mme, newton, validators
+from . import mme, multilevel_em, multilevel_fit, newton, validators
 from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
 from .design import warn_raw_steps
 from .frames import short_repr
+from .multilevel import MultilevelModel
 from .results import MixedModelResult
 
 __all__ = ["State", "Record", "e_step", "m_step", "init", "step", "step_factor", "steps", "fit"]
@@ -222,6 +231,9 @@ def init(model, reml=True, G=None, sigma2=None):
     >>> s1.loglik >= s0.loglik
     True
     """
+    if isinstance(model, MultilevelModel):
+        _no_start_values(G, sigma2, "tl.em.init")
+        return multilevel_em.init(model, reml)
     warn_raw_steps(model, "em.fit", "tl.em.init(mc)")
     G0, s0 = start_values(model)
     G, sigma2 = model.check_variance_components(G0 if G is None else G, s0 if sigma2 is None else sigma2)
@@ -239,6 +251,8 @@ def step(state):
     >>> s.iteration, s.G.shape
     (1, (2, 2))
     """
+    if isinstance(state, multilevel_em.State):              # several grouping factors
+        return multilevel_em.step(state)
     G, sigma2 = m_step(state)
     return e_step(state.model, G, sigma2, state.reml, state.iteration + 1)
 
@@ -626,6 +640,11 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
     Parameters
     ----------
     model : Model
+        One grouping factor, or several (a :class:`~teachlmm.multilevel.MultilevelModel`,
+        which ``tl.Model`` builds for nested and crossed factors): then the fit is
+        :func:`teachlmm.multilevel_fit.fit` and the result a
+        :class:`~teachlmm.multilevel_result.MultilevelResult` (``Gs``, ``ranefs``, ...);
+        ``tol``, ``max_iter`` and the start values G, sigma2 are for one factor.
     reml : bool, default True
         REML (lme4's default) or maximum likelihood.
     method : {"newton", "squarem", "factor", "plain"}
@@ -688,6 +707,8 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
     """
     if method not in METHODS:
         raise TeachLMMError(f"method must be one of {sorted(METHODS)}, not {method!r}")
+    if isinstance(model, MultilevelModel):
+        return _fit_several(model, reml, method, G, sigma2)
     tol = validators.positive_number(tol, "tol", " (the stopping rule's threshold, e.g. 1e-8; tol = inf would "
                                      "stop after one step and call it converged)")
     max_iter = validators.positive_int(max_iter, "max_iter")
@@ -726,6 +747,25 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
                       "correlation is +-1; see result.G. The model may be simpler than written.",
                       BoundaryWarning, stacklevel=2)
     return result
+
+
+def _no_start_values(G, sigma2, where):
+    if G is not None or sigma2 is not None:
+        raise TeachLMMError(f"{where}: start values G= and sigma2= are for one grouping factor; a model with "
+                            "several starts at lme4's start (tl.multilevel_fit.fit(model, start=theta) takes "
+                            "another fit's theta)")
+
+
+def _fit_several(model, reml, method, G, sigma2):
+    """Several grouping factors: "newton" is the profiled-deviance fit, "plain" EM steps first."""
+    _no_start_values(G, sigma2, "tl.em.fit")
+    if method == "newton":
+        return multilevel_fit.fit(model, reml=reml)
+    if method == "plain":
+        return multilevel_em.fit(model, reml=reml)
+    raise TeachLMMError(f"method={method!r} is for one grouping factor; a model with several is fitted by "
+                        "method='newton' (the default: lme4's profiled deviance, L-BFGS-B and a Newton polish) "
+                        "or method='plain' (EM steps first, then the same polish)")
 
 
 def _fit_em(state, method, tol, max_iter, history):

@@ -13,6 +13,13 @@ A refit needs only the per-group statistics that depend on y (X_j'y_j,
 Z_j'y_j, y_j'y_j); X_j'X_j, X_j'Z_j and Z_j'Z_j are shared by every replicate
 (:func:`with_response`). Model comparison by a bootstrap LRT
 (:mod:`teachlmm.compare`) uses the same refit engine.
+
+Fits with several grouping factors (:class:`~teachlmm.multilevel_result.MultilevelResult`)
+get the same Wald intervals and the same bootstrap: every factor's effects
+are drawn in each simulated response (``fit.simulate``) and the refit is
+:func:`teachlmm.multilevel_fit.fit` started at the fit's theta. Profile
+intervals are not available (for one factor neither); t quantiles with
+``ddf=`` need degrees of freedom, not available for several factors yet.
 """
 import copy
 import dataclasses
@@ -24,9 +31,10 @@ import warnings
 import numpy as np
 from scipy import stats as sps
 
-from . import ddf, em, frames, validators
+from . import ddf, em, frames, multilevel_fit, validators
 from .errors import BoundaryWarning, ConvergenceWarning, TeachLMMError
-from .results import response_sampler
+from .multilevel import MultilevelModel
+from .results import MixedModelResult, response_sampler
 from .tables import format_table
 
 __all__ = ["parameter_names", "bootstrap", "BootstrapResult", "confint", "Intervals", "with_response",
@@ -49,6 +57,8 @@ def with_response(model, y):
     For a model built from chunks, ``y`` is the statistics of the new response
     (:func:`teachlmm.results.statistics_sampler`), taken as they are.
     """
+    if isinstance(model, MultilevelModel):                      # several factors: the algebra is rebuilt per refit
+        return model.with_response(y)
     if model.X is None and hasattr(y, "yty"):                   # from chunks: the statistics of y*
         new = copy.copy(model)
         new.stats = y
@@ -70,6 +80,8 @@ def refit_start(fit):
     EM never leaves a face of the parameter space it starts on (a variance at 0
     stays 0), so a singular fit's refits start from EM's default instead.
     """
+    if not isinstance(fit, MixedModelResult):                  # several factors: start at theta
+        return {} if fit.singular else {"start": fit.theta}
     return {} if fit.singular else {"G": fit.G, "sigma2": fit.sigma2}
 
 
@@ -84,7 +96,8 @@ class RefitTally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BoundaryWarning)
             warnings.simplefilter("ignore", ConvergenceWarning)
-            fit = em.fit(with_response(model, y), reml=reml, **start)
+            refit = multilevel_fit.fit if isinstance(model, MultilevelModel) else em.fit
+            fit = refit(with_response(model, y), reml=reml, **start)
         self.fits += 1
         self.singular += bool(fit.singular)
         self.not_converged += not fit.converged
@@ -135,19 +148,16 @@ def parameter_names(fit):
     >>> tl.intervals.parameter_names(fit)
     ['sd_(Intercept)|county', 'cor_floor.(Intercept)|county', 'sd_floor|county', 'sigma']
     """
-    m, r = fit.model, fit.model.ranef_names
-    return [f"sd_{r[k]}|{m.group_name}" if k == l else f"cor_{r[k]}.{r[l]}|{m.group_name}"
-            for k, l in m.G_entries()] + ["sigma"]
+    return [name for name, _ in fit.variance_parameters()]
 
 
 def _parameter_values(fit):
     """The values for :func:`parameter_names`, then the fixed effects (lme4's order).
 
-    sd_k = sqrt(G_kk), cor_kl = G_kl / (sd_k sd_l) (NaN when an sd is 0), sigma = sqrt(sigma2).
+    sd_k = sqrt(G_kk), cor_kl = G_kl / (sd_k sd_l) (NaN when an sd is 0), sigma = sqrt(sigma2)
+    (:meth:`teachlmm.results.BaseResult.variance_parameters`).
     """
-    sd, corr = fit.sd, fit.corr
-    values = [sd[k] if k == l else corr[k, l] for k, l in fit.model.G_entries()]
-    return np.array(values + [math.sqrt(fit.sigma2)] + list(fit.beta), dtype=float)
+    return np.array([v for _, v in fit.variance_parameters()] + list(fit.beta), dtype=float)
 
 
 # ----------------------------------------------------------------------------
@@ -327,7 +337,7 @@ def confint(fit, method="wald", level=0.95, **options):
 
     Parameters
     ----------
-    fit : MixedModelResult
+    fit : MixedModelResult or MultilevelResult
     method : {"wald", "boot"}
         "wald": fixed effects only, beta_k -+ z SE_k with the normal quantile z
         (lme4's ``confint(method = "Wald")``). "boot": parametric-bootstrap
@@ -356,10 +366,17 @@ def confint(fit, method="wald", level=0.95, **options):
     [-0.8528, -0.5094]
     """
     method = str(method).lower()
+    if method == "profile":
+        raise TeachLMMError("profile-likelihood intervals are not available: method must be 'wald' or 'boot' "
+                            "(parametric-bootstrap percentile intervals for every parameter)")
     if method == "wald":
         ddf_method = options.pop("ddf", None)
         if options:
             raise TeachLMMError(f"method='wald' takes no options but ddf, got {sorted(options)}")
+        if ddf_method is not None and not isinstance(fit, MixedModelResult):
+            raise TeachLMMError("ddf= needs degrees of freedom, which are not available for models with several "
+                                "grouping factors yet; confint(method='wald') without ddf gives normal-quantile "
+                                "intervals, method='boot' parametric-bootstrap ones")
         if ddf_method is not None:                 # t quantiles with small-sample df (teachlmm.ddf)
             ci = Intervals(ddf.wald_intervals(fit, level, ddf_method), validators.level(level), "wald")
             ci.ddf = ddf_method

@@ -23,21 +23,38 @@ Only sparse matrices with n q nonzeros per term are stored, never an n x n
 matrix. The algebra is in :mod:`teachlmm.multilevel_mme`, the fit in
 :func:`fit`.
 
-``tl.Model`` is the one-factor path and refuses a second grouping factor;
-this module is the path for several (``tl.multilevel.fit``).
+Users write the same code as for one factor: ``tl.Model(formula, data)``
+returns a :class:`MultilevelModel` when the formula has several grouping
+factors (or an interaction ``g1:g2``), and ``tl.em.fit(model)`` fits it
+(:func:`teachlmm.multilevel_fit.fit`); ``tl.multilevel.fit(formula, data)``
+does both in one call. The result is a
+:class:`~teachlmm.multilevel_result.MultilevelResult`.
 """
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from .coding import Categorical, r_label
-from .design import Model, _check_missing_arg
-from .errors import DesignError
-from .formula import parse_formula
+from .coding import Categorical, r_label, subset
+from .design import Model, _check_missing_arg, get_column
+from .errors import DataError, DesignError
+from .formula import columns_of, parse_formula
 from .multilevel_fit import fit as _fit
 
-__all__ = ["MultilevelModel", "Grouping", "fit"]
+__all__ = ["MultilevelModel", "Grouping", "fit", "OneFactorOnly"]
+
+
+class OneFactorOnly(DesignError, AttributeError):
+    """An attribute of the one-factor :class:`~teachlmm.Model` asked of a model with several factors.
+
+    Also an AttributeError, so ``hasattr(model, "stats")`` is simply False.
+    """
+
+
+# what tl.Model has and a model of several factors has not (per-group statistics of one factor)
+_ONE_FACTOR = {"stats", "J", "q", "groups", "group_name", "codes", "Z", "blocks", "G_mask", "fitting_basis",
+               "centred", "centring", "check_variance_components", "G_entries", "from_chunks"}
 
 
 @dataclass
@@ -122,6 +139,26 @@ def lme4_names(groups):
     return out
 
 
+def _columns_of_term(formula, term):
+    """The data columns of a term's grouping factor (``("cask", "batch")`` for ``cask:batch``)."""
+    return next(r.group_columns for r in formula.random if r.group == term.factor)
+
+
+def _codes_of(term, cols):
+    """Each row's level index in ``term.levels`` (-1 for a level not in the fitted data), from its labels."""
+    labels = None
+    for col in cols:
+        if isinstance(col, Categorical):
+            text = col.labels.astype(str)
+        else:
+            uniq, inv = np.unique(col.values, return_inverse=True)
+            text = np.array([r_label(v) for v in uniq], dtype=object).astype(str)[inv.ravel()]
+        labels = text if labels is None else np.char.add(np.char.add(labels, ":"), text)
+    where = {lev: j for j, lev in enumerate(term.levels)}
+    uniq, inv = np.unique(labels, return_inverse=True)
+    return np.array([where.get(u, -1) for u in uniq], dtype=np.int64)[inv.ravel()]
+
+
 class _Coder(Model):
     """The one-factor front end's reading and coding (missing rows, factors, X, y), reused for several factors."""
 
@@ -158,7 +195,13 @@ class MultilevelModel:
     y, X : response and fixed-effects design.  fixef_names : X's column names.
     terms : list of :class:`Grouping`, in lme4's order (most levels first).
     names : the terms' VarCorr names.  factors : the grouping factors as ``ranef()`` keys them.
-    n, p : sizes.
+    ranef_names : dict, factor -> the columns of all its terms.  offset : the formula's offset (or None).
+    n, p : sizes.  n_dropped, dropped_rows : rows left out for missing values (as :class:`~teachlmm.Model`).
+
+    ``tl.Model(formula, data)`` returns this class when the formula has several
+    grouping factors, so users write the same code as for one. Attributes of
+    the one-factor model that have no meaning here (``stats``, ``J``,
+    ``groups``, ...) raise :class:`OneFactorOnly`, saying what to use instead.
 
     Examples
     --------
@@ -178,18 +221,21 @@ class MultilevelModel:
         self.y, self.X, self.fixef_names = coder.y, coder.X, coder.fixef_names
         self.n, self.p = self.X.shape
         self.n_dropped, self.dropped_rows = coder.n_dropped, coder.dropped_rows
+        self.offset, self._coder = coder.offset, coder
         sizes = np.cumsum([0] + [len(b) for b in coder.blocks])
         written = []
         for k, r in enumerate(f.random):
             codes, levels = interaction_levels([coder.cols[c] for c in r.group_columns])
             cols = [coder.ranef_names[i] for i in range(sizes[k], sizes[k + 1])]
             written.append(Grouping(r.group, r.group, cols, codes, levels, coder.Z[:, sizes[k]:sizes[k + 1]]))
+            written[-1].zcols = slice(sizes[k], sizes[k + 1])            # its columns of the coder's Z
         order = sorted(range(len(written)), key=lambda k: -written[k].J)      # stable: ties in formula order
         self.terms = [written[k] for k in order]
         for t, name in zip(self.terms, lme4_names([t.factor for t in self.terms])):
             t.name = name
         self.names = [t.name for t in self.terms]
         self.factors = list(dict.fromkeys(t.factor for t in self.terms))
+        self.ranef_names = {g: [c for t in self.terms if t.factor == g for c in t.columns] for g in self.factors}
         self._check()
 
     def _check(self):
@@ -209,6 +255,130 @@ class MultilevelModel:
     @property
     def q_total(self):
         return sum(t.J * t.q for t in self.terms)
+
+
+    def __getattr__(self, name):
+        if name in _ONE_FACTOR:
+            raise OneFactorOnly(f"{name!r} belongs to models with one grouping factor; this model has several "
+                                f"({', '.join(self.factors)}). Fit it with tl.em.fit(model) (ML/REML, as lme4); "
+                                "per factor, see model.terms and the fit's Gs, ranefs, condsds and groups_by. "
+                                "The Gibbs sampler, tl.blup and ddf take one grouping factor for now")
+        raise AttributeError(f"'MultilevelModel' object has no attribute {name!r}")
+
+    @property
+    def coef_names(self):
+        """Per grouping factor, the columns of lme4's ``coef()``: every fixed effect, then the factor's
+        random effects that have no fixed effect of their own."""
+        return {g: list(self.fixef_names) + [c for c in cols if c not in self.fixef_names]
+                for g, cols in self.ranef_names.items()}
+
+    def with_response(self, y):
+        """A shallow copy with response ``y`` (X, the terms and the coding are shared): for refits."""
+        new = copy.copy(self)
+        new.y = np.asarray(y, dtype=float)
+        return new
+
+    # -- new data ------------------------------------------------------------
+    def design(self, data):
+        """X, the Z_k and the level codes of every term for new data, coded as the fitted data was.
+
+        Returns ``(X, Zs, codes)``: lists in ``terms`` order; ``codes[k][i] = -1``
+        for a row whose level of term k was not in the fitted data (a new cask
+        of a known batch: -1 for ``cask:batch``, the batch's index for ``batch``).
+        A row with a missing value gets NaN in X and the Z_k (its prediction is NaN).
+        """
+        c, f = self._coder, self.formula
+        response = columns_of(f.exprs.get(f.response, ("name", f.response)))
+        groups = {col for r in f.random for col in r.group_columns}
+        names = [v for v in f.variables if v not in response or v in groups
+                 or any(v in columns_of(e) for e in c._exprs.values())]
+        cols = {name: get_column(data, name) for name in names}
+        lengths = {name: col.missing.size for name, col in cols.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError(f"the new data's columns have different lengths: {lengths}; give columns of one length")
+        n = next(iter(lengths.values()))
+        keep = ~np.any([col.missing for col in cols.values()], axis=0)
+        X, Z = np.full((n, self.p), np.nan), np.full((n, c.Z.shape[1]), np.nan)
+        codes = [np.zeros(n, dtype=np.int64) for _ in self.terms]
+        if keep.any():
+            part = {name: subset(col, keep) for name, col in cols.items()}
+            variables = c._variables(part)
+            X[keep] = c._matrix(f.fixed, variables, int(keep.sum()))
+            Z[keep] = np.column_stack([c._matrix(r.terms, variables, int(keep.sum())) for r in f.random])
+            for k, t in enumerate(self.terms):
+                codes[k][keep] = _codes_of(t, [part[col] for col in _columns_of_term(f, t)])
+        return X, [Z[:, t.zcols] for t in self.terms], codes
+
+    def offset_of(self, data):
+        """The formula's ``offset(...)`` for new data (zeros when the formula has none)."""
+        return self._coder.offset_of(data)
+
+    def group_values(self, column, factor=None, data=None):
+        """One value per level of a grouping factor of a column that is constant within its levels.
+
+        Parameters
+        ----------
+        column : str
+            The response, a fixed-effect column (``fixef_names``), a random-effect
+            column, or (with ``data``) any column of ``data``.
+        factor : str
+            The grouping factor, as ``ranef()`` keys it (``"batch"``, ``"cask:batch"``);
+            may be left out when the model has one.
+        data : mapping, optional
+            The data the model was built from, for a column outside the formula.
+
+        Returns
+        -------
+        (J,) numpy array in the order of ``fit.groups_by[factor]``.
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> data = tl.read_csv("tests/reference/data/scotssec.csv")
+        >>> m = tl.Model("attain ~ verbal + (1 | primary) + (1 | second)", data)
+        >>> m.group_values("sex", "primary", data)
+        Traceback (most recent call last):
+        ...
+        teachlmm.errors.DataError: column 'sex' varies within primary 1 ...
+        """
+        if factor is None and len(self.factors) == 1:
+            factor = self.factors[0]
+        if factor not in self.factors:
+            raise DataError(f"say which grouping factor: group_values({column!r}, factor) with factor one of "
+                            f"{', '.join(map(repr, self.factors))}" + (f" (not {factor!r})" if factor else ""))
+        term = next(t for t in self.terms if t.factor == factor)
+        col = self._row_values(column, data)
+        first = np.unique(term.codes, return_index=True)[1]
+        u = col[first]
+        same = np.isclose(col, u[term.codes], rtol=1e-12, atol=0.0) if col.dtype.kind in "biuf" else \
+            col == u[term.codes]
+        if not same.all():
+            i = np.flatnonzero(~same)[0]
+            raise DataError(f"column {column!r} varies within {factor} {term.levels[term.codes[i]]} (values "
+                            f"{u[term.codes[i]]!r} and {col[i]!r}), so it is not a predictor at the level of "
+                            f"{factor!r}: it has no single value per level")
+        return u
+
+    def _row_values(self, column, data):
+        if data is not None:
+            given = get_column(data, column)
+            col = given.values if given.__class__.__name__ == "Numeric" else given.labels
+            if col.size == self.n + self.n_dropped and self.n_dropped:
+                col = np.delete(col, self.dropped_rows - 1)
+            if col.size != self.n:
+                raise DataError(f"data has {col.size} rows but the model has {self.n + self.n_dropped}: pass the "
+                                "data the model was built from")
+            return col
+        if column == self.formula.response:
+            return self.y if self.offset is None else self.y + self.offset
+        if column in self.fixef_names:
+            return self.X[:, self.fixef_names.index(column)]
+        for t in self.terms:
+            if column in t.columns:
+                return t.Z[:, t.columns.index(column)]
+        known = [self.formula.response] + list(self.fixef_names) + [c for t in self.terms for c in t.columns]
+        raise DataError(f"{column!r} is not a column of this model ({', '.join(dict.fromkeys(known))}); "
+                        "pass the data as group_values(column, factor, data) for a column outside the formula")
 
     def __repr__(self):
         groups = "; ".join(f"{t.name}, {t.J}" for t in self.terms)

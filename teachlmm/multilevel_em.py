@@ -123,4 +123,5 @@ def fit(model, reml=True, em_steps=20, tol=1e-10):
         if done:
             break
     theta, res = optimise(state.algebra, reml, start=state.theta)
-    return MultilevelResult(state.algebra.model, state.algebra, theta, reml, optimiser=res)
+    return MultilevelResult(state.algebra.model, state.algebra, theta, reml, optimiser=res,
+                            method=f"EM ({state.iteration} steps) + L-BFGS-B + Newton polish")

@@ -18,15 +18,18 @@ A theta on its bound (a variance exactly 0, or a rank-deficient G_k) gives a
 ``BoundaryWarning`` and a finished fit.
 
 EM with one G_k per factor, one step at a time, is :mod:`teachlmm.multilevel_em`
-(its E-step uses the same diagonal blocks of A^-1 as condVar).
+(its E-step uses the same diagonal blocks of A^-1 as condVar). The result,
+keyed as lme4 keys its output, is :class:`teachlmm.multilevel_result.MultilevelResult`.
 """
+import time
 import warnings
 
 import numpy as np
 import scipy.optimize
 
-from .errors import BoundaryWarning, ConvergenceWarning
+from .errors import ConvergenceWarning
 from .multilevel_mme import Algebra
+from .multilevel_result import MultilevelResult
 
 __all__ = ["fit", "MultilevelResult"]
 
@@ -136,91 +139,21 @@ def optimise(alg, reml=True, restarts=3, start=None):
     return polish(alg, theta, reml), res
 
 
-class MultilevelResult:
-    """The fit of a :class:`~teachlmm.multilevel.MultilevelModel`, keyed as lme4 keys its output.
-
-    Attributes
-    ----------
-    Gs : dict, VarCorr name -> (q_k, q_k) array ("cask:batch", "batch"; "g", "g.1").
-    sigma2 : float.  fixef, fixef_se : dicts by coefficient name.  vcov : (p, p) array.
-    loglik : float (the REML log-likelihood for a REML fit, as lme4's logLik).
-    deviance : lme4's REMLcrit (REML) or deviance (ML).  theta : lme4's theta.
-    ranefs, condsds : dict, grouping factor -> (J, q) array (the columns of all
-        that factor's terms, in lme4's order); condsd is lme4's condVar given beta_hat.
-    groups_by : dict, grouping factor -> level labels.  ranef_names : dict, factor -> column names.
-    reml : bool.  model : the MultilevelModel.
-    """
-
-    def __init__(self, model, alg, theta, reml, optimiser=None):
-        sol = alg.solve(theta, reml)
-        self.model, self.reml, self.theta, self.optimiser = model, reml, theta, optimiser
-        self.sigma2 = float(sol["sigma2"])
-        self.Gs = {t.name: G for t, G in zip(model.terms, sol["Gs"])}
-        self.fixef = dict(zip(model.fixef_names, sol["beta"]))
-        self.vcov = sol["vcov"]
-        self.fixef_se = dict(zip(model.fixef_names, np.sqrt(np.diag(self.vcov))))
-        self.deviance = float(sol["deviance"])
-        self.loglik = -self.deviance / 2
-        self.df = model.p + 1 + len(theta)
-        self.ranefs, self.condsds, self.groups_by, self.ranef_names = {}, {}, {}, {}
-        for g in model.factors:
-            ks = [k for k, t in enumerate(model.terms) if t.factor == g]
-            self.ranefs[g] = np.column_stack([sol["b"][k] for k in ks])
-            self.condsds[g] = np.column_stack([np.sqrt(np.diagonal(sol["condvar"][k], axis1=1, axis2=2))
-                                               for k in ks])
-            self.groups_by[g] = model.terms[ks[0]].levels
-            self.ranef_names[g] = [c for k in ks for c in model.terms[k].columns]
-        self._warn_boundary(alg)
-
-    def _warn_boundary(self, alg):
-        at = [t.name for t, T in zip(self.model.terms, alg.Ts(self.theta)) if np.any(np.diag(T) == 0)]
-        self.singular = bool(at)
-        if at:
-            warnings.warn(f"boundary (singular) fit: the covariance of {', '.join(map(repr, at))} is singular "
-                          "(a variance estimated as 0 or a correlation of +-1); the fit is finished, but consider "
-                          "a simpler random-effects structure", BoundaryWarning, stacklevel=3)
-
-    def summary(self):
-        """The fit as lmer's ``summary()`` prints it (random effects, groups, fixed effects)."""
-        m = self.model
-        head = f"Linear mixed model fit by {'REML' if self.reml else 'maximum likelihood'} ['lmerMod']"
-        crit = f"REML criterion at convergence: {self.deviance:.4f}" if self.reml else \
-            f"     AIC      BIC   logLik deviance\n{-2 * self.loglik + 2 * self.df:8.1f} " \
-            f"{-2 * self.loglik + np.log(m.n) * self.df:8.1f} {self.loglik:8.1f} {self.deviance:8.1f}"
-        rows = []
-        for name, G in self.Gs.items():
-            t = next(t for t in m.terms if t.name == name)
-            sd = np.sqrt(np.diag(G))
-            for a, col in enumerate(t.columns):
-                corr = " ".join(f"{G[a, b] / (sd[a] * sd[b]) if sd[a] * sd[b] > 0 else 0:5.2f}" for b in range(a))
-                rows.append((name if a == 0 else "", col, f"{G[a, a]:.4g}", f"{sd[a]:.4g}", corr))
-        rows.append(("Residual", "", f"{self.sigma2:.4g}", f"{np.sqrt(self.sigma2):.4g}", ""))
-        widths = [max(len(r[i]) for r in rows + [("Groups", "Name", "Variance", "Std.Dev.", "Corr")])
-                  for i in range(5)]
-        fmt = lambda r: " " + " ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip()   # noqa: E731
-        lines = [head, f"Formula: {m.formula.text}", crit, "", "Random effects:",
-                 fmt(("Groups", "Name", "Variance", "Std.Dev.", "Corr" if any(r[4] for r in rows) else ""))]
-        lines += [fmt(r) for r in rows]
-        groups = "; ".join(f"{g}, {len(self.groups_by[g])}" for g in dict.fromkeys(t.factor for t in m.terms))
-        lines.append(f"Number of obs: {m.n}, groups:  {groups}")
-        lines += ["", "Fixed effects:", f"{'':14s}{'Estimate':>10s}{'Std. Error':>12s}{'t value':>9s}"]
-        for name in m.fixef_names:
-            est, se = self.fixef[name], self.fixef_se[name]
-            lines.append(f"{name:14s}{est:10.4f}{se:12.4f}{est / se:9.3f}")
-        return "\n".join(lines)
-
-    def __repr__(self):
-        return self.summary()
-
-
-def fit(model, reml=True):
+def fit(model, reml=True, start=None):
     """Fit a :class:`~teachlmm.multilevel.MultilevelModel` by ML or REML (lme4's profiled deviance).
+
+    Users reach it through ``tl.em.fit(tl.Model(formula, data))`` (the same
+    code as for one grouping factor) or ``tl.multilevel.fit(formula, data)``.
 
     Parameters
     ----------
     model : MultilevelModel
     reml : bool
         True (the default, as lmer) for REML, False for maximum likelihood.
+    start : array, optional
+        Start theta (lme4's: the entries of every relative factor T_k, G_k =
+        sigma2 T_k T_k'), e.g. another fit's ``theta`` for a refit; default
+        lme4's start, every T_k = I.
 
     Returns
     -------
@@ -240,12 +173,14 @@ def fit(model, reml=True):
     >>> m = MultilevelModel("diameter ~ 1 + (1 | plate) + (1 | sample)",
     ...                     tl.read_csv("tests/reference/data/penicillin.csv"))
     >>> r = fit(m)
-    >>> print(r.summary().splitlines()[-5])
+    >>> print(r.summary().splitlines()[15])
     Number of obs: 144, groups:  plate, 24; sample, 6
     """
+    t0 = time.perf_counter()
     alg = Algebra(model)
-    theta, res = optimise(alg, reml)
+    theta, res = optimise(alg, reml, start=None if start is None else np.asarray(start, float))
     if not res.success and "ABNORMAL" not in str(res.message).upper():
         warnings.warn(f"the optimiser stopped early ({res.message}); check the fit", ConvergenceWarning,
                       stacklevel=2)
-    return MultilevelResult(model, alg, theta, reml, optimiser=res)
+    return MultilevelResult(model, alg, theta, reml, optimiser=res, method="L-BFGS-B + Newton polish",
+                            seconds=time.perf_counter() - t0)

@@ -13,6 +13,15 @@ Beside the result, the two things lme4 does with a fit and nothing else:
 :func:`deviance` (-2 x the log-likelihood, ML or REML, as lme4's
 ``deviance()``) and :func:`simulate` (new responses from the fitted model, as
 lme4's ``simulate()``).
+
+:class:`BaseResult` holds what a fit with one grouping factor and a fit with
+several (:class:`teachlmm.multilevel_result.MultilevelResult`) share: the
+information criteria, the variance-components table and its lme4 names,
+``confint``, ``simulate`` and the labelled tables. Both keep lme4's keys:
+``fit.Gs`` by VarCorr name (``"county"``; ``"g"``, ``"g.1"`` for two terms on
+one factor, as ``(1 + x || g)``), ``fit.ranefs``, ``fit.coefs``,
+``fit.condsds`` and ``fit.groups_by`` by grouping factor (one entry per
+factor, holding the columns of all its terms).
 """
 import math
 import warnings
@@ -21,13 +30,220 @@ import numpy as np
 
 from . import ddf as _ddf
 from . import frames, mme, prediction, validators
+from .multilevel_mme import Algebra
 from .errors import TeachLMMError
 from .tables import format_table, significant
 
-__all__ = ["MixedModelResult", "deviance", "simulate", "response_sampler", "statistics_sampler"]
+__all__ = ["BaseResult", "MixedModelResult", "deviance", "simulate", "response_sampler", "statistics_sampler"]
 
 
-class MixedModelResult:
+def _corr(G, sd, a, b):
+    """G_ab / (sd_a sd_b), NaN when an sd is 0 (a correlation with a variance at 0 is undefined)."""
+    return float(G[a, b] / (sd[a] * sd[b])) if sd[a] > 0 and sd[b] > 0 else float("nan")
+
+
+class BaseResult:
+    """What every fit shares, with one grouping factor or several, named and keyed as lme4 does.
+
+    A subclass sets ``Gs`` (VarCorr name -> (q_k, q_k) array), ``term_columns``
+    (VarCorr name -> the term's column names), ``term_factor`` (VarCorr name ->
+    its grouping factor), ``ranefs``, ``coefs``, ``condsds``, ``groups_by``
+    (grouping factor -> array), ``sigma2``, ``loglik``, ``reml``, ``fixef``,
+    ``fixef_se``, ``fixef_names``, ``beta`` and ``df``; and the method
+    :meth:`response_sampler`.
+    """
+
+    # -- information criteria (lme4's AIC(), BIC(), REMLcrit()) -----------------
+    @property
+    def aic(self):
+        """Akaike's criterion, -2 loglik + 2 df (lme4's ``AIC()``; for REML fits on the REML loglik)."""
+        return -2 * self.loglik + 2 * self.df
+
+    @property
+    def bic(self):
+        """Schwarz's criterion, -2 loglik + log(n) df (lme4's ``BIC()``)."""
+        return -2 * self.loglik + math.log(self.model.n) * self.df
+
+    @property
+    def reml_criterion(self):
+        """-2 x restricted log-likelihood (lme4's "REML criterion at convergence"); None for ML fits."""
+        return -2 * self.loglik if self.reml else None
+
+    # -- the variance components by lme4's names --------------------------------
+    def variance_parameters(self):
+        """lme4's variance parameters as (name, value) pairs (the names of ``confint(oldNames = FALSE)``).
+
+        Term by term (``Gs``), column by column of the lower triangle:
+        ``sd_<column>|<factor>`` = sqrt(G_aa), then ``cor_<column b>.<column a>|<factor>``
+        = G_ba / (sd_a sd_b) (NaN where an sd is 0); last ``sigma`` = sqrt(sigma2).
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon()))
+        >>> [name for name, _ in fit.variance_parameters()]
+        ['sd_(Intercept)|county', 'cor_floor.(Intercept)|county', 'sd_floor|county', 'sigma']
+        """
+        out = []
+        for name, G in self.Gs.items():
+            cols, g = self.term_columns[name], self.term_factor[name]
+            sd = np.sqrt(np.diag(G))
+            for a in range(len(cols)):
+                out.append((f"sd_{cols[a]}|{g}", float(sd[a])))
+                out += [(f"cor_{cols[b]}.{cols[a]}|{g}", _corr(G, sd, b, a)) for b in range(a + 1, len(cols))]
+        return out + [("sigma", math.sqrt(self.sigma2))]
+
+    def _random_effects_table(self):
+        """lmer's "Random effects:" block: one row per column of each term, then the residual."""
+        rows = []
+        for name, G in self.Gs.items():
+            sd = np.sqrt(np.diag(G))
+            for a, col in enumerate(self.term_columns[name]):
+                corr = " ".join(f"{_corr(G, sd, a, b):.3f}" for b in range(a))
+                rows.append([name if a == 0 else "", col, significant(G[a, a]), significant(sd[a]), corr])
+        rows.append(["Residual", "", significant(self.sigma2), significant(math.sqrt(self.sigma2)), ""])
+        return format_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align="lllll")
+
+    def varcorr_rows(self):
+        """lme4's ``as.data.frame(VarCorr(fit))`` as (labels, rows): rows [grp, var1, var2, vcov, sdcor].
+
+        One row per variance (sdcor: its sd), per covariance (sdcor: the
+        correlation) and the residual; grp is the term's VarCorr name; labels
+        "Var x", "Cov x,y", "Var Residual" (with "|grp" added where a column
+        name occurs in several terms, e.g. "Var (Intercept)|batch").
+        """
+        seen = [c for cols in self.term_columns.values() for c in cols]
+        rows, labels = [], []
+        for name, G in self.Gs.items():
+            cols, sd = self.term_columns[name], np.sqrt(np.diag(G))
+            tag = lambda text, c: text + (f"|{name}" if seen.count(c) > 1 else "")   # noqa: E731
+            for a, c in enumerate(cols):
+                rows.append([name, c, None, float(G[a, a]), float(sd[a])])
+                labels.append(tag(f"Var {c}", c))
+            for a in range(len(cols)):
+                for b in range(a + 1, len(cols)):
+                    rows.append([name, cols[a], cols[b], float(G[b, a]), _corr(G, sd, b, a)])
+                    labels.append(tag(f"Cov {cols[a]},{cols[b]}", cols[a]))
+        rows.append(["Residual", None, None, self.sigma2, math.sqrt(self.sigma2)])
+        labels.append("Var Residual")
+        return labels, rows
+
+    def _summary_text(self, groups_line, fixed_title, fixed_table, notes):
+        """lmer's summary() around the given groups line and fixed-effects table (shared by every fit)."""
+        m = self.model
+        kind = "REML" if self.reml else "maximum likelihood"
+        crit = (f"REML criterion at convergence: {-2 * self.loglik:.2f}" if self.reml else
+                f"     AIC      BIC   logLik deviance\n {self.aic:8.2f} {self.bic:8.2f} {self.loglik:8.2f} "
+                f"{-2 * self.loglik:8.2f}")
+        if m.X is not None:
+            r = self.residuals() / math.sqrt(self.sigma2)
+            qs = np.quantile(r, [0, 0.25, 0.5, 0.75, 1])
+        else:                                  # built from chunks: no rows kept
+            qs = np.full(5, np.nan)
+        out = [f"Linear mixed model fit by {kind} ({self.method})",
+               f"Formula: {m.formula.text}", "", crit, f"logLik: {self.loglik:.2f}", "",
+               "Scaled residuals:",
+               format_table([["", *(f"{v:.4f}" for v in qs)]], ["", "Min", "1Q", "Median", "3Q", "Max"]), "",
+               "Random effects:", self._random_effects_table(), groups_line]
+        out += [f"({m.n_dropped} observations deleted due to missingness)"] * bool(getattr(m, "n_dropped", 0))
+        out += ["", fixed_title, fixed_table] + notes
+        return frames.Text("\n".join(out))
+
+    # -- what lme4 does with a fit ------------------------------------------------
+    def confint(self, method="wald", level=0.95, **options):
+        """Confidence intervals; see :func:`teachlmm.intervals.confint`."""
+        # The one import inside a function in teachlmm: bootstrap intervals refit by EM, and
+        # em imports this module (em.fit returns a MixedModelResult), so intervals cannot be
+        # imported at the top here without an import circle.
+        from .intervals import confint
+        return confint(self, method=method, level=level, **options)
+
+    def simulate(self, n_sim=1, seed=None):
+        """New responses from the fitted model; see :func:`teachlmm.results.simulate`."""
+        return simulate(self, n_sim=n_sim, seed=seed)
+
+    # -- labelled tables -------------------------------------------------------
+    def _factor(self, factor):
+        """The grouping factor a per-group table is about (the only one, or the one named)."""
+        factors = list(self.groups_by)
+        if factor is None and len(factors) == 1:
+            return factors[0]
+        if factor is None:
+            raise TeachLMMError(f"this model has several grouping factors ({', '.join(map(repr, factors))}); "
+                                "say which one, e.g. to_frame('ranef', factor=" f"{factors[0]!r})")
+        if factor not in self.groups_by:
+            which = f"is {factors[0]!r}" if len(factors) == 1 else f"are {', '.join(map(repr, factors))}"
+            raise TeachLMMError(f"unknown grouping factor {factor!r}; this model's {which}")
+        return factor
+
+    def to_frame(self, what="fixef", ddf=None, factor=None):
+        """A labelled pandas DataFrame of one part of the fit (needs the optional extra ``pandas``).
+
+        Parameters
+        ----------
+        what : {"fixef", "ranef", "coef", "condsd", "varcorr"}
+            * ``"fixef"``: the coefficient table, one row per fixed effect
+              (Estimate, Std. Error, t value; with ``fit.coef_table`` available,
+              its columns, e.g. df and p-values for ``ddf=``).
+            * ``"ranef"``, ``"coef"``, ``"condsd"``: ``fit.ranefs[factor]``,
+              ``fit.coefs[factor]``, ``fit.condsds[factor]``, one row per level
+              (index: the level labels, named after the factor), columns the
+              factor's random-effect names (coefficient names for ``"coef"``).
+            * ``"varcorr"``: lme4's ``as.data.frame(VarCorr(fit))``: columns grp,
+              var1, var2, vcov, sdcor (variance and sd, or covariance and correlation),
+              indexed by "Var x" / "Cov x,y" / "Var Residual".
+        ddf : str, optional
+            Degrees-of-freedom method for ``"fixef"``; passed to ``fit.coef_table``.
+        factor : str, optional
+            The grouping factor for ``"ranef"``, ``"coef"``, ``"condsd"`` (a key of
+            ``fit.groups_by``); needed only when the model has several.
+
+        Examples
+        --------
+        >>> import teachlmm as tl
+        >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()))
+        >>> fit.to_frame("ranef").shape, list(fit.to_frame("fixef").columns)[:2]
+        ((85, 1), ['Estimate', 'Std. Error'])
+        """
+        if what == "fixef":
+            return self._fixef_frame(ddf)
+        if what == "varcorr":
+            return self._varcorr_frame()
+        if what in ("ranef", "coef", "condsd"):
+            g = self._factor(factor)
+            values = {"ranef": self.ranefs, "coef": self.coefs, "condsd": self.condsds}[what][g]
+            names = self.coef_names if what == "coef" else self.ranef_names
+            return frames.labelled(values, self.groups_by[g], names[g] if isinstance(names, dict) else names, g)
+        raise TeachLMMError(f"unknown table {what!r}; choose one of 'fixef', 'ranef', 'coef', 'condsd', 'varcorr'")
+
+    def _fixef_frame(self, ddf):
+        pd = frames.require_pandas()
+        index = pd.Index(self.fixef_names)
+        if hasattr(self, "coef_table"):              # the table with degrees of freedom, where it exists
+            table = self.coef_table() if ddf is None else self.coef_table(ddf=ddf)
+            if isinstance(table, pd.DataFrame):
+                return table
+            if hasattr(table, "to_frame"):
+                return table.to_frame()
+            return pd.DataFrame(table, index=index)
+        if ddf is not None:
+            raise TeachLMMError("degrees of freedom (ddf=) are not available for this fit (several grouping "
+                                "factors); leave ddf out for the Estimate / Std. Error / t value table")
+        est = np.array([self.fixef[k] for k in self.fixef_names])
+        se = np.array([self.fixef_se[k] for k in self.fixef_names])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=index)
+
+    def _varcorr_frame(self):
+        pd = frames.require_pandas()
+        labels, rows = self.varcorr_rows()
+        return pd.DataFrame(rows, index=pd.Index(labels), columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def _repr_html_(self):
+        return self.summary()._repr_html_()
+
+
+class MixedModelResult(BaseResult):
     """A linear mixed model evaluated at variance components (G, sigma2).
 
     Attributes
@@ -43,6 +259,9 @@ class MixedModelResult:
     condsd : (J, q) conditional standard deviations of the random effects.
     icc : intraclass correlation G[0,0] / (G[0,0] + sigma2) when there is a
         random intercept (for random slopes it depends on x; None otherwise).
+    Gs : dict, VarCorr name -> block of G (``{"county": G}``; ``"g"``, ``"g.1"`` for ``||``).
+    ranefs, coefs, condsds, groups_by : dicts with the one key ``group_name`` holding
+        ``ranef``, ``coef``, ``condsd`` and ``groups`` (the keys fits of several factors have).
     n_iter, converged, singular, history : the fitting method's report.
     max_grad : max |gradient| of the profiled deviance with respect to lme4's theta at the
         estimates, as lme4's ``checkConv`` reports it (None when not computed).
@@ -96,6 +315,24 @@ class MixedModelResult:
         self.coef = self._coef()
         self.icc = (self.G[0, 0] / (self.G[0, 0] + self.sigma2)
                     if self.ranef_names and self.ranef_names[0] == "(Intercept)" else None)
+        self._fill_dicts(model)
+
+    def _fill_dicts(self, model):
+        """The keyed attributes shared with fits of several factors: one factor, one key (lme4's names).
+
+        ``Gs`` has one entry per block of G, named as lme4's VarCorr names the
+        terms: ``(1 + x | g)`` gives {"g": G}; ``(1 + x || g)`` and ``(1 | g) +
+        (0 + x | g)`` give {"g": G[0:1, 0:1], "g.1": G[1:2, 1:2]}. The per-group
+        dicts have the one key ``g`` (lme4's ``ranef()`` gives one entry per
+        factor) holding ``ranef``, ``coef``, ``condsd`` and ``groups`` themselves.
+        """
+        g = self.group_name
+        names = [g if k == 0 else f"{g}.{k}" for k in range(len(model.blocks))]
+        self.Gs = {name: self.G[np.ix_(blk, blk)] for name, blk in zip(names, model.blocks)}
+        self.term_columns = {name: [self.ranef_names[i] for i in blk] for name, blk in zip(names, model.blocks)}
+        self.term_factor = dict.fromkeys(names, g)
+        self.ranefs, self.coefs, self.condsds, self.groups_by = ({g: self.ranef}, {g: self.coef},
+                                                                 {g: self.condsd}, {g: self.groups})
 
     # -- derived quantities --------------------------------------------------
     def _coef(self):
@@ -111,21 +348,6 @@ class MixedModelResult:
     def df(self):
         """Number of estimated parameters: p fixed effects, the free entries of G, and sigma2."""
         return self.model.p + sum(len(b) * (len(b) + 1) // 2 for b in self.model.blocks) + 1
-
-    @property
-    def aic(self):
-        """Akaike's criterion, -2 loglik + 2 df (lme4's ``AIC()``; for REML fits on the REML loglik)."""
-        return -2 * self.loglik + 2 * self.df
-
-    @property
-    def bic(self):
-        """Schwarz's criterion, -2 loglik + log(n) df (lme4's ``BIC()``)."""
-        return -2 * self.loglik + math.log(self.model.n) * self.df
-
-    @property
-    def reml_criterion(self):
-        """-2 x restricted log-likelihood (lme4's "REML criterion at convergence"); None for ML fits."""
-        return -2 * self.loglik if self.reml else None
 
     @property
     def sd(self):
@@ -147,18 +369,6 @@ class MixedModelResult:
     def coef_table(self, ddf="Satterthwaite"):
         """Estimates, SEs, df, t values and p-values (lmerTest); see :func:`teachlmm.ddf.coef_table`."""
         return _ddf.coef_table(self, ddf)
-
-    def confint(self, method="wald", level=0.95, **options):
-        """Confidence intervals; see :func:`teachlmm.intervals.confint`."""
-        # The one import inside a function in teachlmm: bootstrap intervals refit by EM, and
-        # em imports this module (em.fit returns a MixedModelResult), so intervals cannot be
-        # imported at the top here without an import circle.
-        from .intervals import confint
-        return confint(self, method=method, level=level, **options)
-
-    def simulate(self, n_sim=1, seed=None):
-        """New responses from the fitted model; see :func:`teachlmm.results.simulate`."""
-        return simulate(self, n_sim=n_sim, seed=seed)
 
     def varcorr(self):
         """lme4's VarCorr(): a dict with the variances, standard deviations and correlations."""
@@ -249,22 +459,6 @@ class MixedModelResult:
         return (pred, unseen) if return_unseen else pred
 
     # -- printing ------------------------------------------------------------
-    def _random_effects_table(self):
-        m, G = self.model, self.G
-        sd = self.sd
-        rows = []
-        multi = len(m.blocks) > 1
-        for k, blk in enumerate(m.blocks):
-            for pos, i in enumerate(blk):
-                group = (m.group_name + (f".{k}" if multi and k else "")) if pos == 0 else ""
-                corr = []
-                for j in blk[:pos]:
-                    c = G[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan")
-                    corr.append(f"{c:.3f}")
-                rows.append([group, m.ranef_names[i], significant(G[i, i]), significant(sd[i]), " ".join(corr)])
-        rows.append(["Residual", "", significant(self.sigma2), significant(math.sqrt(self.sigma2)), ""])
-        return format_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align="lllll")
-
     def summary(self, ddf=None):
         """The lmer-style summary as a string (print it; a notebook shows it as preformatted text).
 
@@ -284,118 +478,14 @@ class MixedModelResult:
         method = ddf if ddf is not None else (
             "normal" if self.method == "given" or self.method.startswith("BLUP") else "Satterthwaite")
         m = self.model
-        kind = "REML" if self.reml else "maximum likelihood"
-        crit = (f"REML criterion at convergence: {-2 * self.loglik:.2f}" if self.reml else
-                f"     AIC      BIC   logLik deviance\n {self.aic:8.2f} {self.bic:8.2f} {self.loglik:8.2f} "
-                f"{-2 * self.loglik:8.2f}")
-        if m.X is not None:
-            r = self.residuals() / math.sqrt(self.sigma2)
-            qs = np.quantile(r, [0, 0.25, 0.5, 0.75, 1])
-        else:                                  # built from chunks: no rows kept
-            qs = np.full(5, np.nan)
-        out = [f"Linear mixed model fit by {kind} ({self.method})",
-               f"Formula: {m.formula.text}", "", crit, f"logLik: {self.loglik:.2f}", "",
-               "Scaled residuals:",
-               format_table([["", *(f"{v:.4f}" for v in qs)]], ["", "Min", "1Q", "Median", "3Q", "Max"]), "",
-               "Random effects:", self._random_effects_table(),
-               f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}", "",
-               f"Fixed effects ({_ddf.summary_header(method)}):", _ddf.format_coef_table(self.coef_table(method))]
-        out[12:12] = [f"({m.n_dropped} observations deleted due to missingness)"] * bool(getattr(m, "n_dropped", 0))
+        notes = []
         if self.singular:
-            out += ["", "boundary (singular) fit: a variance is (nearly) 0 or a correlation is +-1"]
+            notes += ["", "boundary (singular) fit: a variance is (nearly) 0 or a correlation is +-1"]
         if self.method.startswith("EM") and not self.converged:
-            out += ["", f"EM did not converge in {self.n_iter} iterations (see ConvergenceWarning)"]
-        return frames.Text("\n".join(out))
-
-    # -- labelled tables -------------------------------------------------------
-    def to_frame(self, what="fixef", ddf=None, factor=None):
-        """A labelled pandas DataFrame of one part of the fit (needs the optional extra ``pandas``).
-
-        Parameters
-        ----------
-        what : {"fixef", "ranef", "coef", "condsd", "varcorr"}
-            * ``"fixef"``: the coefficient table, one row per fixed effect
-              (Estimate, Std. Error, t value; with ``fit.coef_table`` available,
-              its columns, e.g. df and p-values for ``ddf=``).
-            * ``"ranef"``, ``"coef"``, ``"condsd"``: ``fit.ranef``, ``fit.coef``,
-              ``fit.condsd``, one row per group (index: the group labels, named
-              after the grouping variable), columns ``ranef_names`` / ``coef_names``.
-            * ``"varcorr"``: lme4's ``as.data.frame(VarCorr(fit))``: columns grp,
-              var1, var2, vcov, sdcor (variance and sd, or covariance and correlation),
-              indexed by "Var x" / "Cov x,y" / "Var Residual".
-        ddf : str, optional
-            Degrees-of-freedom method for ``"fixef"``; passed to ``fit.coef_table``.
-        factor : str, optional
-            The grouping factor for ``"ranef"``, ``"coef"``, ``"condsd"`` (only
-            ``group_name`` exists in a model with one grouping factor).
-
-        Examples
-        --------
-        >>> import teachlmm as tl
-        >>> fit = tl.em.fit(tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon()))
-        >>> fit.to_frame("ranef").shape, list(fit.to_frame("fixef").columns)[:2]
-        ((85, 1), ['Estimate', 'Std. Error'])
-        """
-        if factor is not None and factor != self.group_name:
-            raise TeachLMMError(f"unknown grouping factor {factor!r}; this model's is {self.group_name!r}")
-        if what == "fixef":
-            return self._fixef_frame(ddf)
-        labels = {"ranef": (self.ranef, self.ranef_names), "coef": (self.coef, self.coef_names),
-                  "condsd": (self.condsd, self.ranef_names)}
-        if what in labels:
-            values, columns = labels[what]
-            return frames.labelled(values, self.groups, columns, self.group_name)
-        if what == "varcorr":
-            return self._varcorr_frame()
-        raise TeachLMMError(f"unknown table {what!r}; choose one of 'fixef', 'ranef', 'coef', 'condsd', 'varcorr'")
-
-    def _fixef_frame(self, ddf):
-        pd = frames.require_pandas()
-        index = pd.Index(self.fixef_names)
-        if hasattr(self, "coef_table"):              # the table with degrees of freedom, where it exists
-            table = self.coef_table() if ddf is None else self.coef_table(ddf=ddf)
-            if isinstance(table, pd.DataFrame):
-                return table
-            if hasattr(table, "to_frame"):
-                return table.to_frame()
-            return pd.DataFrame(table, index=index)
-        if ddf is not None:
-            raise TeachLMMError("degrees of freedom (ddf=) are not available in this version of teachlmm; "
-                                "leave ddf out for the Estimate / Std. Error / t value table")
-        est = np.array([self.fixef[k] for k in self.fixef_names])
-        se = np.array([self.fixef_se[k] for k in self.fixef_names])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=index)
-
-    def varcorr_rows(self):
-        """lme4's ``as.data.frame(VarCorr(fit))`` as (labels, rows): rows [grp, var1, var2, vcov, sdcor].
-
-        One row per variance (sdcor: its sd), per covariance (sdcor: the
-        correlation) and the residual; labels "Var x", "Cov x,y", "Var Residual".
-        """
-        r, G, sd = self.ranef_names, self.G, self.sd
-        rows, labels = [], []
-        for blk in self.model.blocks:
-            for i in blk:
-                rows.append([self.group_name, r[i], None, float(G[i, i]), float(sd[i])])
-                labels.append(f"Var {r[i]}")
-            for i in blk:
-                for j in blk:
-                    if j < i:
-                        c = G[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan")
-                        rows.append([self.group_name, r[j], r[i], float(G[i, j]), float(c)])
-                        labels.append(f"Cov {r[j]},{r[i]}")
-        rows.append(["Residual", None, None, self.sigma2, math.sqrt(self.sigma2)])
-        labels.append("Var Residual")
-        return labels, rows
-
-    def _varcorr_frame(self):
-        pd = frames.require_pandas()
-        labels, rows = self.varcorr_rows()
-        return pd.DataFrame(rows, index=pd.Index(labels), columns=["grp", "var1", "var2", "vcov", "sdcor"])
-
-    def _repr_html_(self):
-        return self.summary()._repr_html_()
+            notes += ["", f"EM did not converge in {self.n_iter} iterations (see ConvergenceWarning)"]
+        return self._summary_text(f"Number of obs: {m.n}, groups: {m.group_name}, {m.J}",
+                                  f"Fixed effects ({_ddf.summary_header(method)}):",
+                                  _ddf.format_coef_table(self.coef_table(method)), notes)
 
     def __repr__(self):
         return (f"<MixedModelResult {self.method}, {'REML' if self.reml else 'ML'}: "
@@ -439,6 +529,8 @@ def deviance(fit, reml=None):
     reml = fit.reml if reml is None else bool(reml)
     if reml == fit.reml:
         return -2.0 * fit.loglik
+    if not isinstance(fit, MixedModelResult):          # several factors: the other criterion at the same theta
+        return float(Algebra(fit.model).deviance(fit.theta, reml))
     work, _ = fit.model.fitting_basis()
     return mme.profiled_deviance(work.stats, getattr(fit, "_G_work", fit.G), fit.sigma2, reml)
 
@@ -467,6 +559,8 @@ def response_sampler(fit):
     >>> response_sampler(fit)(np.random.default_rng(1)).shape
     (919,)
     """
+    if not isinstance(fit, MixedModelResult):                   # several grouping factors: the fit's own sampler
+        return fit.response_sampler()
     m = fit.model
     if m.X is None:                                             # built from chunks: draw the statistics instead
         return statistics_sampler(fit)

@@ -412,7 +412,7 @@ ERRORS = [
     ("empty formula", _model(""), tl.FormulaError, r"needs '~'"),
     ("nothing after ~", _model("y ~"), tl.FormulaError, r"expected a variable name"),
     ("no random term", _model("y ~ x"), tl.DesignError, r"no random term.*add one"),
-    ("nested grouping", _model("y ~ x + (1 | g/s)"), tl.FormulaError, r"nested grouping"),
+    ("nested grouping typo", _model("y ~ x + (1 | g/ss)"), tl.DataError, r"no column 'ss'.*Did you mean 's'"),
     ("unbalanced quote", _model("y ~ `x + (1 | g)"), tl.FormulaError, r"backticks"),
     ("offset in interaction", _model("y ~ x:offset(w) + (1 | g)"), tl.FormulaError, r"offset\(\) cannot be part"),
     ("factor of expression", _model("y ~ factor(x + 1) + (1 | g)"), tl.FormulaError, r"factor\(\) takes a column name"),

