@@ -103,15 +103,35 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
+def _factors(fit):
+    """(factor, levels, ranef, condsd, ranef names, coef, coef names) for every grouping factor of the fit."""
+    several = isinstance(fit.ranef_names, dict)
+    for g, levels in fit.groups_by.items():
+        names = fit.ranef_names[g] if several else fit.ranef_names
+        coef_names = fit.coef_names[g] if several else fit.coef_names
+        yield g, levels, fit.ranefs[g], fit.condsds[g], names, fit.coefs[g], coef_names
+
+
 def fit_json(fit):
     """The fit's numbers as a dict with the keys ``JSON_KEYS`` (what ``--output json`` prints).
 
-    fixef, fixef_se : {name: value}.   G : q x q list.   sigma2, loglik : floats.
+    One grouping factor: fixef, fixef_se : {name: value}.   G : q x q list.   sigma2, loglik : floats.
     groups : the group labels.   ranef : {random-effect name: [BLUP per group, in ``groups`` order]}.
+
+    Several grouping factors (``(1 | batch/cask)``): ``G`` becomes ``Gs`` ({VarCorr name: q_k x q_k list}),
+    and ``groups`` and ``ranef`` are keyed by grouping factor first, as lme4's ``ranef()``.
     """
-    return {"fixef": dict(fit.fixef), "fixef_se": dict(fit.fixef_se), "G": fit.G.tolist(),
-            "sigma2": fit.sigma2, "loglik": fit.loglik, "groups": [_plain(g) for g in fit.groups],
-            "ranef": {name: fit.ranef[:, k].tolist() for k, name in enumerate(fit.ranef_names)}}
+    out = {"fixef": dict(fit.fixef), "fixef_se": dict(fit.fixef_se)}
+    if isinstance(fit.ranef_names, dict):
+        out["Gs"] = {name: G.tolist() for name, G in fit.Gs.items()}
+        out.update(sigma2=fit.sigma2, loglik=fit.loglik,
+                   groups={g: [_plain(v) for v in levels] for g, levels, *_ in _factors(fit)},
+                   ranef={g: {name: b[:, k].tolist() for k, name in enumerate(names)}
+                          for g, _, b, _, names, _, _ in _factors(fit)})
+        return out
+    out.update(G=fit.G.tolist(), sigma2=fit.sigma2, loglik=fit.loglik, groups=[_plain(g) for g in fit.groups],
+               ranef={name: fit.ranef[:, k].tolist() for k, name in enumerate(fit.ranef_names)})
+    return out
 
 
 def table_rows(fit, table):
@@ -120,6 +140,13 @@ def table_rows(fit, table):
         return (["term", "Estimate", "Std. Error", "t value"],
                 [[k, fit.fixef[k], fit.fixef_se[k], fit.fixef[k] / fit.fixef_se[k] if fit.fixef_se[k] else ""]
                  for k in fit.fixef_names])
+    if table in ("ranef", "coef") and isinstance(fit.ranef_names, dict):      # several factors: long form
+        rows = []
+        for g, levels, b, _, names, c, coef_names in _factors(fit):
+            values, cols = (b, names) if table == "ranef" else (c, coef_names)
+            rows += [[g, _plain(level), col, v] for level, row in zip(levels, values.tolist())
+                     for col, v in zip(cols, row)]
+        return ["factor", "level", "term", "value"], rows
     if table in ("ranef", "coef"):
         values, names = (fit.ranef, fit.ranef_names) if table == "ranef" else (fit.coef, fit.coef_names)
         return [fit.group_name, *names], [[_plain(g), *row] for g, row in zip(fit.groups, values.tolist())]
@@ -130,11 +157,12 @@ def table_rows(fit, table):
 
 
 def _print_ranef(fit):
-    header = [fit.group_name] + [h for name in fit.ranef_names for h in (name, f"condsd {name}")]
-    rows = [[str(g)] + [f"{v:.5f}" for pair in zip(b, s) for v in pair]
-            for g, b, s in zip(fit.groups, fit.ranef, fit.condsd)]
     print("\nRandom effects (BLUPs) and their conditional SDs:")
-    print(format_table(rows, header))
+    for g, levels, b, sd, names, _, _ in _factors(fit):
+        header = [g] + [h for name in names for h in (name, f"condsd {name}")]
+        rows = [[str(level)] + [f"{v:.5f}" for pair in zip(bj, sj) for v in pair]
+                for level, bj, sj in zip(levels, b, sd)]
+        print(format_table(rows, header))
 
 
 def _fit_command(args):

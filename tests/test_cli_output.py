@@ -4,6 +4,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import teachlmm as tl
 from teachlmm import cli
 
 FORMULA = "y ~ x + (1 + x | group)"
+REFERENCE = Path(__file__).parent / "reference"
 pytestmark = pytest.mark.filterwarnings("ignore::teachlmm.errors.BoundaryWarning")   # the library fits beside the CLI
 
 
@@ -100,3 +102,26 @@ def test_table_without_csv_output_is_a_usage_error(csv_file):
     assert res.returncode == 2 and "--output csv" in res.stderr
     res = run(["fit", FORMULA, "--data", str(csv_file), "--output", "csv"])
     assert res.returncode == 0 and res.stdout.splitlines()[0] == "term,Estimate,Std. Error,t value"
+
+
+def test_several_factors_json_csv_and_ranef_against_lme4():
+    """`(1 | batch/cask)` through every output of `teachlmm fit`: the numbers are lme4's (Pastes, REML)."""
+    ref = json.loads((REFERENCE / "multi_factor_reference.json").read_text())["pastes_nested_REML"]
+    data = str(REFERENCE / "data" / "pastes.csv")
+    out = run(["fit", ref["formula"], "--data", data, "--output", "json"])
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert set(got) == {"fixef", "fixef_se", "Gs", "sigma2", "loglik", "groups", "ranef"}
+    for name, G in ref["G"].items():
+        np.testing.assert_allclose(got["Gs"][name], G["matrix"], rtol=1e-6)
+    for factor, r in ref["ranef"].items():
+        assert got["groups"][factor] == r["levels"]
+        np.testing.assert_allclose(got["ranef"][factor]["(Intercept)"], np.asarray(r["ranef"])[:, 0],
+                                   rtol=1e-5, atol=1e-8)
+    rows = list(csv.reader(io.StringIO(run(["fit", ref["formula"], "--data", data, "--output", "csv",
+                                             "--table", "ranef"]).stdout)))
+    assert rows[0] == ["factor", "level", "term", "value"]
+    assert len(rows) - 1 == sum(len(r["levels"]) for r in ref["ranef"].values())
+    text = run(["fit", ref["formula"], "--data", data, "--ranef"])
+    assert text.returncode == 0, text.stderr
+    assert "cask:batch" in text.stdout and "condsd (Intercept)" in text.stdout
