@@ -57,8 +57,7 @@ Step through it::
 """
 import math
 import time
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -67,10 +66,11 @@ import scipy.sparse as sp
 import scipy.special
 
 from . import convergence, diagnostics, validators
-from .errors import TeachLMMError
+from .errors import DesignError, TeachLMMError
 from .gibbs import Prior
 from .huang_wand import NU
 from .multilevel import MultilevelModel
+from .multilevel_mme import MAX_SCHUR_BYTES
 from .tables import format_table
 
 __all__ = ["UPDATES", "TermPrior", "MultilevelPrior", "resolve_prior", "CrossProducts", "draw_joint",
@@ -143,7 +143,8 @@ def _as_prior(spec, where):
             return Prior(**spec)
         except TypeError as e:
             raise TeachLMMError(f"prior for {where}: {e}; the keywords are nu0, S0, A (for G), "
-                                "a0, b0, sigma_max, tau2 (for sigma2 and beta)") from None
+                                "a0, b0, sigma_max, tau2 (for sigma2 and beta); a prior per term is a dict keyed "
+                                "by the terms' names and 'Residual'") from None
     raise TeachLMMError(f"prior for {where} must be a teachlmm.gibbs.Prior or a dict of its keywords, got {spec!r}")
 
 
@@ -290,11 +291,16 @@ class CrossProducts:
         self.grams = [t.gram_blocks() for t in terms]
         self.codes, self.Zcols = [t.codes for t in terms], [t.Z for t in terms]
         Zs = [t.sparse() for t in terms]
+        self.m = sum(J * q for J, q in zip(self.Js[1:], self.qs[1:]))
+        if (self.m + self.p + 1) ** 2 * 8 > MAX_SCHUR_BYTES:
+            raise DesignError(f"the terms after {terms[0].name!r} have {self.m} random effects together; the joint "
+                              f"draw's dense Schur complement would need {(self.m + self.p + 1) ** 2 * 8 / 1e9:.1f} "
+                              "GB. With two crossed factors of many thousands of levels each, a sparse Cholesky is "
+                              "needed (not in teachlmm)")
         W0 = sp.hstack(Zs[1:] + [sp.csr_matrix(np.column_stack([model.X, model.y]))], format="csc")
         self.B0 = (Zs[0].T @ W0).tocsr()
         self.B0.sort_indices()
         self.C0 = (W0.T @ W0).toarray()
-        self.m = sum(J * q for J, q in zip(self.Js[1:], self.qs[1:]))
         self.M = self.m + self.p + 1
         self.XtX = model.X.T @ model.X
         self.y, self.X = model.y, model.X
@@ -346,7 +352,8 @@ def draw_joint(xp, Ts, sigma2, inv_tau2, z):
     Given (G, sigma2), x ~ N(mean, sigma2 P^-1) with the penalised normal equations' matrix::
 
         P = [ A_11   B_r ]     A_11 = blockdiag_j (T_1'Z_1j'Z_1j T_1 + I) = L_1 L_1'   (per level)
-            [ B_r'   C_r ]     B = Lambda_1'Z_1'W Lambda_W,  C = Lambda_W'W'W Lambda_W (+ I on u_r, + sigma2/tau2 on beta)
+            [ B_r'   C_r ]     B = Lambda_1'Z_1'W Lambda_W,  C = Lambda_W'W'W Lambda_W
+                                                         (+ I on u_r, + sigma2/tau2 on beta)
 
     with W = [Z_2..Z_K, X, y] (y's column carries the right-hand side). Then P = LL' with
     L = [[L_1, 0], [E_r', L_s]], E = L_1^-1 B, and L_s L_s' = S, the Schur complement
@@ -418,7 +425,7 @@ def draw_factorwise(xp, Ts, sigma2, inv_tau2, beta, bs, z):
     R = np.linalg.cholesky(P)
     rhs = xp.X.T @ (xp.y - sum(fitted))
     mean_w = scipy.linalg.solve_triangular(R, rhs, lower=True)
-    beta = scipy.linalg.solve_triangular(R, mean_w + sigma * z[:p], lower=True, trans="T")   # R'^-1 (R^-1 X'r + sigma z)
+    beta = scipy.linalg.solve_triangular(R, mean_w + sigma * z[:p], lower=True, trans="T")  # R'^-1(R^-1X'r + sigma z)
     r_fixed = xp.y - xp.X @ beta
     new, start = list(bs), p
     for k, (T, gram) in enumerate(zip(Ts, xp.grams)):
@@ -498,8 +505,9 @@ def draw_sigma2(ssr, n, prior, rngs):
     shape, rate = (n - 1) / 2.0, ssr / 2.0
     u = np.array([1.0 - rng.random() for rng in rngs])                       # U(0, 1]
     tail = scipy.special.gammaincc(shape, rate / prior.sigma_max ** 2)        # Q(shape, rate x0)
-    x = scipy.special.gammainccinv(shape, u * tail) / rate
-    return 1.0 / np.maximum(x, 1.0 / prior.sigma_max ** 2)
+    x0 = 1.0 / prior.sigma_max ** 2
+    x = np.where(tail > 0, scipy.special.gammainccinv(shape, u * tail) / rate, x0)   # tail 0: sigma at its bound
+    return 1.0 / np.maximum(x, x0)
 
 
 # ----------------------------------------------------------------------------

@@ -275,3 +275,21 @@ def test_long_run_is_near_reml_and_the_truth_on_a_large_crossed_design():
         sd, mcse = x.std(), diagnostics.mcse_mean(x)
         assert abs(x.mean() - est) < 0.25 * sd + 4 * mcse, (name, x.mean(), est, sd)    # O(1/J) apart
         assert abs(x.mean() - true) < 3 * sd, (name, x.mean(), true, sd)
+
+
+def test_sigma2_under_a_uniform_prior_on_sigma_is_the_truncated_inverse_gamma():
+    """sigma ~ U(0, 1.2) with SSR large enough that the bound binds: compare with scipy's truncated law."""
+    prior = mg.MultilevelPrior((), np.inf, 0.0, 0.0, 1.2)
+    n, ssr = 20, 30.0
+    rngs = tuple(np.random.default_rng(s) for s in range(3000))
+    s2 = mg.draw_sigma2(np.full(3000, ssr), n, prior, rngs)
+    assert s2.max() <= 1.2 ** 2
+    law = scipy.stats.invgamma(a=(n - 1) / 2, scale=ssr / 2)               # before truncation at 1.44
+    cdf = lambda x: law.cdf(x) / law.cdf(1.2 ** 2)                          # noqa: E731
+    assert scipy.stats.kstest(s2, cdf).pvalue > 1e-3
+
+
+def test_too_large_a_schur_complement_is_refused(pastes, monkeypatch):
+    monkeypatch.setattr(mg, "MAX_SCHUR_BYTES", 100)
+    with pytest.raises(tl.DesignError, match="sparse Cholesky"):
+        mg.init(pastes)

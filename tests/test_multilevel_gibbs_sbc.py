@@ -18,8 +18,6 @@ only slower to mix). Deliberately broken samplers must fail: G_k | b_k drawn fro
 sum_j b_kj b_kj', and a joint draw that loses the coupling of the largest factor to the rest (its
 levels drawn around the conditional mean of the Schur part instead of its draw).
 """
-import warnings
-
 import numpy as np
 import pytest
 import scipy.stats

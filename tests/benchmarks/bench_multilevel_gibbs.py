@@ -121,9 +121,9 @@ def tables(result):
     out = []
     for r in result["rows"]:
         e = r["ess_per_draw"]
-        names = list(e)
-        out.append([r["case"], r["n"], r["update"], f"{e[names[0]]:.3f}", f"{e[[k for k in names if k.startswith('G[')][0]]:.3f}",
-                    f"{e[[k for k in names if k.startswith('G[')][1]]:.3f}", f"{r['min_ess_per_draw']:.3f}",
+        first, (g1, g2) = list(e)[0], [k for k in e if k.startswith("G[")][:2]
+        out.append([r["case"], r["n"], r["update"], f"{e[first]:.3f}", f"{e[g1]:.3f}", f"{e[g2]:.3f}",
+                    f"{r['min_ess_per_draw']:.3f}",
                     f"{r['cpu_ms_per_sweep']:.2f}", f"{r['min_ess_per_cpu_second']:.0f}"])
     notes = [f"{result['chains']} chains x {result['draws']} draws after {result['warmup']}; bulk ESS "
              "(teachlmm.diagnostics) per kept draw; CPU ms per 4-chain sweep, one BLAS thread, median of "
