@@ -993,6 +993,21 @@ class FastSweep(_fast_sweep.FastSweep):
 ENGINES = ("fast", "textbook")
 
 
+
+def _sample_several_factors(model, draws, warmup, chains, seed, prior, keep_b, thin, interweave, engine):
+    """``sample`` for a model with several grouping factors: :func:`teachlmm.multilevel_gibbs.sample`.
+
+    That sampler draws (beta, b_1, ..., b_K) jointly, then each G_k, then sigma2; it has one engine and
+    no interweaving step yet, so asking for either is an error rather than silently ignored.
+    """
+    if engine != "fast" or interweave is not True:
+        raise TeachLMMError("a model with several grouping factors is sampled by teachlmm.multilevel_gibbs "
+                            "(a joint draw of all random effects); it has no engine= or interweave= choice: "
+                            "leave both at their defaults")
+    from . import multilevel_gibbs     # imported here: multilevel_gibbs imports this module's Prior
+    return multilevel_gibbs.sample(model, draws=draws, warmup=warmup, chains=chains, seed=seed, prior=prior,
+                                   thin=thin, keep_b=keep_b)
+
 def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep_b=True,
            progress=False, thin=1, interweave=True, engine="fast"):
     """Draw from the posterior with ``chains`` Gibbs chains advanced together.
@@ -1003,6 +1018,9 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
     Parameters
     ----------
     model : Model
+        One grouping factor. A model with several (``(1 | batch/cask)``) is handed to
+        :func:`teachlmm.multilevel_gibbs.sample` (a joint draw of all random effects),
+        which returns a :class:`~teachlmm.multilevel_gibbs.MultilevelPosterior`.
     draws : int > 0
         Draws kept per chain (after warm-up and thinning). The default, 4 x 4000
         after 1000 warm-up, gives bulk and tail ESS >= 400 and R-hat <= 1.01 for
@@ -1069,6 +1087,8 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, keep
     >>> bool(abs(slow.draws["beta"] - post.draws["beta"]).max() < 1e-10)   # the same draws
     True
     """
+    if hasattr(model, "terms"):          # several grouping factors: the sampler of teachlmm.multilevel_gibbs
+        return _sample_several_factors(model, draws, warmup, chains, seed, prior, keep_b, thin, interweave, engine)
     draws, chains, thin = (validators.positive_int(draws, "draws"), validators.positive_int(chains, "chains"),
                            validators.positive_int(thin, "thin"))
     warmup = validators.nonnegative_int(warmup, "warmup")

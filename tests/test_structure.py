@@ -15,7 +15,7 @@ PACKAGE = ROOT / "teachlmm"
 # the bootstrap, which refits by EM, and em imports results (em.fit returns a MixedModelResult).
 # design -> multilevel: ``tl.Model(formula, data)`` with several grouping factors builds a
 # MultilevelModel, whose coder is a Model (multilevel imports design).
-DEFERRED = {("results", "intervals"), ("design", "multilevel")}
+DEFERRED = {("results", "intervals"), ("design", "multilevel"), ("gibbs", "multilevel_gibbs")}
 NOT_YET_MOVED = set()
 
 
