@@ -15,8 +15,8 @@ as possible, each on all chains at once:
 * the prior's gradient and Hessian in L's entries in closed form: for one
   2 x 2 block, with x = 1/L_11, y = 1/L_22, t = L_21 / L_11 (so
   G^-1 = [[x^2 + t^2 y^2, -t y^2], [-t y^2, y^2]]), every derivative of
-  G^-1 is a monomial x^i t^j y^k, and all of them come from one product of the
-  monomials with a constant table (:func:`_monomial_table`); 1 x 1 blocks
+  G^-1 is a sum of monomials x^i t^j y^k, and all of them come from one product
+  of the monomials with a constant table (:func:`_monomial_table`); 1 x 1 blocks
   (q = 1 and ``||``) are separable and written directly;
 * the Newton step, the Cholesky factor of the proposal's precision and the
   draw with ``np.linalg`` on the (chains, p + r, p + r) stack: the same calls,
@@ -36,17 +36,21 @@ from .huang_wand import NU
 
 __all__ = ["FastInterweave"]
 
-_FIVE, _THREE = np.arange(5.0), np.arange(3.0)
-
 
 def _monomial_table(terms):
-    """A (5 * 3 * 5, len(terms)) table: column i holds the polynomial terms[i] = {(i, j, k): coefficient}
-    in the monomials x^i t^j y^k (i, k = 0..4, j = 0..2), flattened as :meth:`FastInterweave._monomials` does."""
-    table = np.zeros((5, 3, 5, len(terms)))
+    """The monomials x^i t^j y^k that the polynomials ``terms`` (each {(i, j, k): coefficient}) use, and their table.
+
+    Returns (powers, table): powers (3, K) the exponents of (b, a, c) in x^i t^j y^k = b^j a^-(i+j) c^-k
+    (x = 1/a, t = b/a, y = 1/c), and table (K, len(terms)) the coefficients: the polynomials at
+    a point are ``monomials @ table`` (see :meth:`FastInterweave._monomials`).
+    """
+    keys = sorted({key for poly in terms for key in poly})
+    table = np.zeros((len(keys), len(terms)))
     for col, poly in enumerate(terms):
         for (i, j, k), coefficient in poly.items():
-            table[i, j, k, col] += coefficient
-    return table.reshape(75, len(terms))
+            table[keys.index((i, j, k)), col] += coefficient
+    powers = np.array([[j, -(i + j), -k] for i, j, k in keys], dtype=float).T
+    return powers, table
 
 
 # Derivatives of N = G^-1 = [[N11, N21], [N21, N22]] in theta = (a, b, c) = (L_11, L_21, L_22), as monomials
@@ -114,6 +118,7 @@ class FastInterweave:
         self.d = d = p + r
         self.huang_wand = A is not None
         entries = [(0, 0), (1, 0), (1, 1)] if self.full else [(k, k) for k in range(q)]
+        self.L_flat = np.array([k * q + l for k, l in entries])              # L's free entries in L.reshape(C, q*q)
         self._regression_layout(stats, entries, tau2)
         if self.full:
             self._prior_full(blocks_prior, A)
@@ -210,6 +215,7 @@ class FastInterweave:
             self.alpha = 1.0 / np.asarray(A, dtype=float) ** 2
             self.c = (NU + 1.0) / 2.0
         self.eye_r = np.eye(q)
+        self.half_kappa = self.kappa / 2.0
 
     def _prior_full(self, blocks_prior, A):
         r"""One 2 x 2 block: log p(L) = -kappa_1 log|a| - kappa_2 log|c| - Phi(N), N = G^-1 (see the module docstring).
@@ -226,6 +232,7 @@ class FastInterweave:
             S = np.asarray(S, dtype=float)
             self.kappa = np.array([nu + 1.0, nu + 2.0])
             self.S_half = (0.5 * S[0, 0], S[1, 0], 0.5 * S[1, 1])
+            self.S_quadratic = np.array([0.5 * S[1, 1], 0.5 * S[0, 0], 0.5 * S[0, 0]])   # on (a^2, b^2, c^2)
             derivatives = _combine({"N11": -0.5 * S[0, 0], "N21": -S[1, 0], "N22": -0.5 * S[1, 1]})
         else:
             self.kappa = np.array([NU + 2.0, NU + 3.0])
@@ -243,16 +250,16 @@ class FastInterweave:
             columns += [_N["N11"], _N["N22"]]
             for name in ("N11", "N22"):
                 columns += _combine({name: 1.0})
-        self.table = _monomial_table(columns)
+        self.powers, self.table = _monomial_table(columns)
+        self.half_kappa = self.kappa / 2.0
 
-    @staticmethod
-    def _monomials(a, b, c):
-        """x^i t^j y^k (i, k = 0..4, j = 0..2) for x = 1/a, t = b/a, y = 1/c: (C, 75)."""
-        x = 1.0 / a
-        px = x[:, None] ** _FIVE
-        pt = (b * x)[:, None] ** _THREE
-        py = (1.0 / c)[:, None] ** _FIVE
-        return ((px[:, :, None] * pt[:, None, :])[:, :, :, None] * py[:, None, None, :]).reshape(len(a), 75)
+    def _monomials(self, l):
+        """x^i t^j y^k = b^j a^-(i+j) c^-k for the monomials of the table, at entries l = (a, b, c), (C, 3): (C, K).
+
+        (Integer powers of any sign: a and c are never 0, and 0^0 = 1 where b = 0.)
+        """
+        exponent_b, exponent_a, exponent_c = self.powers
+        return (l[:, 1:2] ** exponent_b) * (l[:, 0:1] ** exponent_a) * (l[:, 2:3] ** exponent_c)
 
     def _derivatives(self, l):
         """Gradient (C, r) and Hessian (C, r, r) of log p(L) at L's entries l (C, r)."""
@@ -267,7 +274,7 @@ class FastInterweave:
                 grad = x * (2.0 * w * x2 - self.kappa)
                 h = x2 * (self.kappa + x2 * (4.0 * w * w * x2 / self.c - 6.0 * w))
             return grad, h[:, :, None] * self.eye_r
-        out = self._monomials(l[:, 0], l[:, 1], l[:, 2]) @ self.table
+        out = self._monomials(l) @ self.table
         if not self.huang_wand:
             return out[:, :3], out[:, 3:12].reshape(-1, 3, 3)
         C = len(l)
@@ -280,22 +287,26 @@ class FastInterweave:
         return grad, hess
 
     def _value(self, l):
-        """log p(L) (up to the textbook's constant) at entries l (..., r)."""
-        kappa = self.kappa
+        r"""log p(L) (up to the textbook's constant) at entries l (..., r), in a few calls.
+
+        With sq = (a^2, b^2, c^2) for one 2 x 2 block: |G| = a^2 c^2 and
+        G^-1 = [[b^2 + c^2, -a b], [-a b, a^2]] / (a^2 c^2), so
+        tr(S G^-1) = (s11 (b^2 + c^2) - 2 s21 a b + s22 a^2) / (a^2 c^2),
+        N11 = (b^2 + c^2) / (a^2 c^2), N22 = 1 / c^2; and kappa_k log|L_kk| = (kappa_k / 2) log L_kk^2.
+        """
+        sq = l * l
         if not self.full:
-            x2 = 1.0 / (l * l)
-            logs = np.log(np.abs(l)) @ kappa
+            logs = np.log(sq) @ self.half_kappa
             if not self.huang_wand:
-                return -logs - x2 @ self.s_half
-            return -logs - self.c * np.log(NU * x2 + self.alpha).sum(-1)
-        logs = np.log(np.abs(l[..., ::2])) @ kappa                            # kappa_1 log|a| + kappa_2 log|c|
-        x, y = 1.0 / l[..., 0], 1.0 / l[..., 2]
-        t = l[..., 1] * x
-        y2 = y * y
+                return -logs - (1.0 / sq) @ self.s_half
+            return -logs - self.c * np.log(NU / sq + self.alpha).sum(-1)
+        diagonal = sq[..., ::2]
+        logs = np.log(diagonal) @ self.half_kappa                          # kappa_1 log|a| + kappa_2 log|c|
+        det = diagonal[..., 0] * diagonal[..., 1]                          # |G| = a^2 c^2
         if not self.huang_wand:
-            s11, s21, s22 = self.S_half                                          # s11/2, s21, s22/2
-            return -logs - (s11 * (x * x + t * t * y2) - s21 * t * y2 + s22 * y2)
-        return -logs - self.c * (np.log(NU * (x * x + t * t * y2) + self.alpha[0]) + np.log(NU * y2 + self.alpha[1]))
+            return -logs - (sq @ self.S_quadratic - self.S_half[1] * l[..., 0] * l[..., 1]) / det
+        N11 = (sq[..., 1] + sq[..., 2]) / det
+        return -logs - self.c * np.log((NU * N11 + self.alpha[0]) * (NU / sq[..., 2] + self.alpha[1]))
 
     # ------------------------------------------------------------------
     # the step
@@ -332,42 +343,19 @@ class FastInterweave:
     def __call__(self, beta, b, G, sigma2, noise):
         p, q = self.p, self.q
         C = len(sigma2)
-        # L = chol(G) and M = L^-1, entry by entry
-        g11 = G[:, 0, 0]
-        if self.full:
-            if not (g11 > 0).all():
-                return self.textbook(beta, b, G, sigma2, noise)           # a singular G: the textbook's business
-            l11 = np.sqrt(g11)
-            l21 = G[:, 1, 0] / l11
-            l22sq = G[:, 1, 1] - l21 * l21
-            if not (l22sq > 0).all():
-                return self.textbook(beta, b, G, sigma2, noise)
-            l22 = np.sqrt(l22sq)
-        else:
-            diag = np.diagonal(G, axis1=1, axis2=2)
-            if not (diag > 0).all():
-                return self.textbook(beta, b, G, sigma2, noise)
-        # u_j = M b_j into the rows of F, then the products u_l u_n
+        try:
+            L = np.linalg.cholesky(G)                                     # G = L L' (block diagonal for ||)
+        except np.linalg.LinAlgError:                                     # a singular G: the textbook's business
+            return self.textbook(beta, b, G, sigma2, noise)
         F = self._rows(C)
-        u0 = self.row_u0
-        theta_c = np.empty((C, self.d))                                   # the current (beta, L's entries)
-        theta_c[:, :p] = beta
-        if self.full:
-            theta_c[:, p], theta_c[:, p + 1], theta_c[:, p + 2] = l11, l21, l22
-            m11, m22 = 1.0 / l11, 1.0 / l22
-            np.multiply(b[:, :, 0], m11[:, None], out=F[:, u0])
-            np.multiply(b[:, :, 1], m22[:, None], out=F[:, u0 + 1])
-            F[:, u0 + 1] -= (l21 * m22)[:, None] * F[:, u0]              # u_1 = (b_1 - l21 u_0) / l22
-            np.multiply(F[:, u0:u0 + 1], F[:, u0:u0 + 2], out=F[:, 0:2])  # u0 u0, u0 u1
-            np.multiply(F[:, u0 + 1], F[:, u0 + 1], out=F[:, 2])         # u1 u1
+        U = F[:, self.row_u0:self.row_u0 + q]                             # (C, q, J): u_j = L^-1 b_j, by column
+        np.matmul(np.linalg.inv(L), np.swapaxes(b, 1, 2), out=U)
+        if q == 1:
+            np.multiply(U[:, 0], U[:, 0], out=F[:, 0])                    # u0 u0
         else:
-            theta_c[:, p:] = np.sqrt(diag)
-            np.divide(np.swapaxes(b, 1, 2), theta_c[:, p:, None], out=F[:, u0:u0 + q])
-            if q == 1:
-                np.multiply(F[:, u0], F[:, u0], out=F[:, 0])
-            else:
-                np.multiply(F[:, u0:u0 + 1], F[:, u0:u0 + 2], out=F[:, 0:2])
-                np.multiply(F[:, u0 + 1], F[:, u0 + 1], out=F[:, 2])
+            np.multiply(U[:, :1], U, out=F[:, 0:2])                        # u0 u0, u0 u1
+            np.multiply(U[:, 1], U[:, 1], out=F[:, 2])                    # u1 u1
+        theta_c = np.concatenate([beta, L.reshape(C, q * q)[:, self.L_flat]], axis=1)   # current (beta, L)
         sums = (F @ self.S).reshape(C, -1).take(self.take, axis=1)       # X'X, X'W, W'W, X'y, W'y
         s2 = sigma2[:, None]
         Pc = (sums + s2 * self.beta_precision) / s2
@@ -388,17 +376,10 @@ class FastInterweave:
         accepted = _accept(w[:, 0] - w[:, 1], noise[:, -1])
         new = np.where(accepted[:, None], proposal, theta_c)
         # back: b_j = L_new u_j, G = L_new L_new' (unchanged where refused)
-        b_new = np.empty_like(b)
-        if self.full:
-            a, bb, cc = new[:, p, None], new[:, p + 1, None], new[:, p + 2, None]
-            np.multiply(F[:, u0], a, out=b_new[:, :, 0])
-            np.multiply(F[:, u0 + 1], cc, out=b_new[:, :, 1])
-            b_new[:, :, 1] += bb * F[:, u0]
-            L_new = np.zeros((C, 2, 2))
-            L_new[:, 0, 0], L_new[:, 1, 0], L_new[:, 1, 1] = new[:, p], new[:, p + 1], new[:, p + 2]
-        else:
-            np.multiply(np.swapaxes(F[:, u0:u0 + q], 1, 2), new[:, None, p:], out=b_new)
-            L_new = new[:, p:, None] * np.eye(q)
+        L_new = np.zeros((C, q * q))
+        L_new[:, self.L_flat] = new[:, p:]
+        L_new = L_new.reshape(C, q, q)
+        b_new = np.swapaxes(U, 1, 2) @ np.swapaxes(L_new, 1, 2)
         keep = accepted[:, None, None]
         return (new[:, :p], np.where(keep, b_new, b), np.where(keep, L_new @ np.swapaxes(L_new, 1, 2), G),
                 accepted)
