@@ -24,10 +24,10 @@ as possible, each on all chains at once:
 
 The output equals the textbook path's to rounding (tests/test_interweave_fast.py
 holds them equal to 1e-10 over many sweeps, every q served, ``||``, both priors),
-and it consumes the same noise. Whatever the textbook path would treat as a
-special case (a singular G or P, a Newton step that leaves the positive
-definite cone) is handed to the textbook path itself, so the two agree there
-by construction.
+and it consumes the same noise. A Newton step that leaves the positive
+definite cone in some chain stops that chain by the textbook's own rule; the
+rarer special cases (a singular G, or a singular P after a start at G = 0)
+are handed to the textbook path itself, so the two agree there by construction.
 """
 import numpy as np
 import scipy.special
@@ -316,12 +316,12 @@ class FastInterweave:
         """(theta_T, R, R^-1): the proposal's mean and the Cholesky factor of its precision (``interweave.laplace_proposal``).
 
         P_t = P - H(theta_t),  theta_{t+1} = theta_t + P_t^-1 (g_t - P (theta_t - m)),  theta_0 = m,
-        with P_t^-1 v = R_t^-T R_t^-1 v (R_t^-1 is used again for the draw). At theta_0 = m the vector is
-        (0, grad): only R^-1's last r columns meet it. Raises LinAlgError where P_t is not positive
-        definite (the caller then hands the step to the textbook path).
+        with P_t^-1 v = R_t^-T R_t^-1 v. A chain whose P_t is not positive definite stops where it is,
+        and its proposal keeps the last positive definite precision, exactly as the textbook's rule
+        (the same test, the same replacements); only then is the precision factorised once more.
         """
-        p = self.p
-        theta = m
+        p, d = self.p, self.d
+        theta, Pn, R, R_inv, moving = m, P, None, None, None           # moving None: every chain still moves
         if self.newton_steps == 0:
             R = np.linalg.cholesky(P)
             R_inv = np.linalg.inv(R)
@@ -329,15 +329,31 @@ class FastInterweave:
             grad, hess = self._derivatives(theta[:, p:])
             P_t = P.copy()
             P_t[:, p:, p:] -= hess
-            R = np.linalg.cholesky(P_t)
-            R_inv = np.linalg.inv(R)
             if step == 0:
-                v = R_inv[:, :, p:] @ grad[:, :, None]                  # R^-1 (0, grad)
+                g = np.zeros_like(m)                                    # P (theta_0 - m) = 0
             else:
-                g = -(P @ (theta - m)[:, :, None])
-                g[:, p:] += grad[:, :, None]
-                v = R_inv @ g
-            theta = theta + (np.swapaxes(R_inv, 1, 2) @ v)[:, :, 0]
+                g = -(P @ (theta - m)[:, :, None])[:, :, 0]
+            g[:, p:] += grad
+            try:
+                R_t = np.linalg.cholesky(P_t) if moving is None else None
+            except np.linalg.LinAlgError:
+                R_t = None
+            if R_t is None:                                             # the textbook's rule, chain by chain
+                ok = (np.ones(len(m), dtype=bool) if moving is None else moving) \
+                    & np.isfinite(g).all(1) & np.isfinite(P_t).all((1, 2))
+                ok[ok] = np.linalg.eigvalsh(P_t[ok])[:, 0] > 0
+                P_t, g = np.where(ok[:, None, None], P_t, np.eye(d)), np.where(ok[:, None], g, 0.0)
+                Pn, R, moving = np.where(ok[:, None, None], P_t, Pn), None, ok
+                R_t = np.linalg.cholesky(P_t)
+            R_inv_t = np.linalg.inv(R_t)
+            if moving is None:
+                Pn, R, R_inv = P_t, R_t, R_inv_t
+            theta = theta + (np.swapaxes(R_inv_t, 1, 2) @ (R_inv_t @ g[:, :, None]))[:, :, 0]
+            if moving is not None and not moving.any():
+                break
+        if R is None:
+            R = np.linalg.cholesky(Pn)
+            R_inv = np.linalg.inv(R)
         return theta, R, R_inv
 
     def __call__(self, beta, b, G, sigma2, noise):
@@ -364,7 +380,7 @@ class FastInterweave:
         try:
             m = np.linalg.solve(P, c[:, :, None])[:, :, 0]
             theta, R, R_inv = self._newton(P, m)
-        except np.linalg.LinAlgError:                                    # P or P - H not positive definite
+        except np.linalg.LinAlgError:                                    # P singular (a chain with all u_j = 0)
             return self.textbook(beta, b, G, sigma2, noise)
         proposal = theta + (np.swapaxes(R_inv, 1, 2) @ noise[:, :-1, None])[:, :, 0]          # + R^-T z
         # Metropolis-Hastings: log pi - log q at the proposal (column 0) and the current point (column 1)
