@@ -9,7 +9,6 @@ prior, on radon and on data sets nobody tuned the step on; the prior's closed-fo
 ``interweave.PriorOnL``'s; the special cases go to the textbook path; and the fast step passes SBC
 while the same step without its Metropolis-Hastings correction fails it.
 """
-import functools
 import warnings
 
 import numpy as np
@@ -107,10 +106,15 @@ def test_one_step_equals_the_textbook_step(radon, monkeypatch, model_name, prior
         assert stopped > 0                                     # ... and the stop rule (P - H not positive definite)
 
 
+def _forced(original, fast):
+    """Interweaving with fast=``fast`` whatever the caller asks (the sweep itself may pass fast=True)."""
+    return lambda model, prior, **_: original(model, prior, fast=fast)
+
+
 def _sample(model, prior, fast, seed=3, draws=100, monkeypatch=None):
     """gibbs.sample with every Interweaving built with fast=``fast`` (the switch the fast sweep will use)."""
     original = interweave.Interweaving
-    monkeypatch.setattr(interweave, "Interweaving", functools.partial(original, fast=fast))
+    monkeypatch.setattr(interweave, "Interweaving", _forced(original, fast))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tl.ConvergenceWarning)
         post = gibbs.sample(model, draws=draws, warmup=0, chains=3, seed=seed, prior=prior)
@@ -219,7 +223,7 @@ def test_q3_and_one_chain(radon):
 
 @pytest.fixture
 def fast_everywhere(monkeypatch):
-    monkeypatch.setattr(interweave, "Interweaving", functools.partial(interweave.Interweaving, fast=True))
+    monkeypatch.setattr(interweave, "Interweaving", _forced(interweave.Interweaving, True))
 
 
 @pytest.mark.slow

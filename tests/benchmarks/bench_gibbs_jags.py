@@ -162,11 +162,10 @@ class engine:
     """Within ``with engine(tl, fast):`` every ``Interweaving(model, prior)`` is built with ``fast=fast``."""
 
     def __init__(self, tl, fast):
-        import functools
         import importlib
         self.module, self.fast = importlib.import_module(tl.__name__ + ".interweave"), fast
-        self.original = self.module.Interweaving
-        self.fixed = functools.partial(self.original, fast=fast)
+        original = self.original = self.module.Interweaving
+        self.fixed = lambda model, prior, **_: original(model, prior, fast=fast)     # whatever the sweep asks
 
     def __enter__(self):
         self.module.Interweaving = self.fixed
