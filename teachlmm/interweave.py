@@ -45,6 +45,16 @@ ratio (:func:`metropolis_hastings`). The proposal depends only on (u, sigma2),
 which the step does not change, so the ratio is exact.
 
 Everything is batched over chains (axis 0), like the sweep's state.
+
+The same step, fast. What is written here with general matrix code costs
+about twice the rest of a sweep for q <= 2, nearly all of it numpy's overhead
+per call on tiny arrays. ``Interweaving(model, prior, fast=True)`` runs
+:mod:`teachlmm._interweave_fast` instead for q <= 2: the same formulas with
+the per-group algebra and the prior's derivatives written out (one matrix
+product for every cross-product of the regression, one table of monomials for
+the derivatives), on the same noise; its output equals this module's to
+rounding (1e-10 in the tests), and any special case (a singular G or P) is
+handed back to the code here.
 """
 from typing import NamedTuple
 
@@ -52,6 +62,7 @@ import numpy as np
 import scipy.special
 
 from . import huang_wand
+from ._interweave_fast import FastInterweave
 
 NEWTON_STEPS = 1                # Newton steps of the Laplace proposal (see laplace_proposal, Interweaving)
 HUANG_WAND_NEWTON_STEPS = 3     # the same under the Huang-Wand prior
@@ -458,6 +469,15 @@ class Interweaving:
     a chain axis (one chain, as :func:`teachlmm.gibbs.step` keeps them).
     Returns (beta, b, G, accepted).
 
+    Parameters
+    ----------
+    model : Model.   prior : a resolved Prior.
+    fast : bool
+        False (default): the step as this module writes it (:func:`interweave`).
+        True: for q <= 2, the written-out step of :mod:`teachlmm._interweave_fast`
+        (about 2x faster; the same output to rounding from the same noise); for
+        q > 2 the same as False.
+
     Examples
     --------
     >>> import numpy as np, teachlmm as tl
@@ -467,24 +487,32 @@ class Interweaving:
     >>> beta, b, G, accepted = Interweaving(model, state.prior)(state.beta, state.b, state.G, state.sigma2, noise)
     >>> beta.shape, b.shape, G.shape, accepted.dtype
     ((2,), (85, 2), (2, 2), dtype('bool'))
+    >>> fast = Interweaving(model, state.prior, fast=True)(state.beta, state.b, state.G, state.sigma2, noise)
+    >>> bool(np.allclose(fast[2], G, rtol=1e-10, atol=0))
+    True
     """
 
-    def __init__(self, model, prior):
+    def __init__(self, model, prior, fast=False):
         self.statistics = statistics(model.stats, model.blocks, prior.tau2)
         self.blocks, self.prior = model.blocks, prior
+        blocks_prior = None if prior.A is not None else prior_blocks(prior, model.blocks)
         self.prior_L = (PriorOnL.huang_wand(model.blocks, prior.A) if prior.A is not None
-                        else PriorOnL(prior_blocks(prior, model.blocks)))
+                        else PriorOnL(blocks_prior))
         # Newton steps of the proposal: the inverse-Wishart's tr(S G^-1) keeps the conditional of L away
         # from L_kk = 0 and one step suffices (acceptance ~88 % on radon M3); Huang-Wand's marginal allows
         # G_kk near 0, where the Gaussian approximation needs the full iteration (measured: ESS of G[1,1]
         # on radon M3, seed 5, 163 with one step, 525 with three).
         self.newton_steps = HUANG_WAND_NEWTON_STEPS if prior.A is not None else NEWTON_STEPS
+        # fast=True: the same step with its q <= 2 algebra written out (teachlmm._interweave_fast); same output
+        self.fast = (FastInterweave(model.stats, model.blocks, prior.tau2, self.newton_steps, blocks_prior,
+                                    prior.A, self._textbook) if fast and model.q <= 2 else None)
+
+    def _textbook(self, beta, b, G, sigma2, noise):
+        return interweave(self.statistics, self.prior_L, beta, b, G, sigma2, noise, self.newton_steps)
 
     def __call__(self, beta, b, G, sigma2, noise):
-        prior_L = self.prior_L
         one = np.ndim(sigma2) == 0
         if one:
             beta, b, G, sigma2, noise = beta[None], b[None], G[None], np.asarray(sigma2)[None], noise[None]
-        out = interweave(self.statistics, prior_L, beta, b, G, np.asarray(sigma2, dtype=float), noise,
-                         self.newton_steps)
+        out = (self.fast or self._textbook)(beta, b, G, np.asarray(sigma2, dtype=float), noise)
         return tuple(a[0] for a in out) if one else out
