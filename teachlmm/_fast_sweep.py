@@ -62,7 +62,7 @@ class FastSweep:
 
     def __init__(self, model, prior, interweave=True):
         s, self.prior, self.blocks = model.stats, prior, model.blocks
-        self.interweave = _interweave.Interweaving(model, prior) if interweave else None
+        self.interweave = _interweave.Interweaving(model, prior, fast=True) if interweave else None   # the unrolled q <= 2 step (teachlmm._interweave_fast)
         J, self.p, self.q = s.XtZ.shape
         if self.q > 2:
             raise TeachLMMError("FastSweep handles q = 1 or 2 random effects; use teachlmm.gibbs.step() for more")
