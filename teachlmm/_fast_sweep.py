@@ -62,7 +62,8 @@ class FastSweep:
 
     def __init__(self, model, prior, interweave=True):
         s, self.prior, self.blocks = model.stats, prior, model.blocks
-        self.interweave = _interweave.Interweaving(model, prior, fast=True) if interweave else None   # the unrolled q <= 2 step (teachlmm._interweave_fast)
+        # the interweaving step written out for q <= 2 (teachlmm._interweave_fast): the same draws as the textbook one
+        self.interweave = _interweave.Interweaving(model, prior, fast=True) if interweave else None
         J, self.p, self.q = s.XtZ.shape
         if self.q > 2:
             raise TeachLMMError("FastSweep handles q = 1 or 2 random effects; use teachlmm.gibbs.step() for more")
