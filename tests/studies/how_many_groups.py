@@ -69,8 +69,8 @@ def simulate(rng, J, nj):
     return {"y": y, "x": x, "z": z, "g": g}
 
 
-def _covers(est, half, truth):
-    return bool(abs(est - truth) <= half)
+def _interval(est, half):
+    return est - half, est + half
 
 
 def one_replication(rng, J, nj, gibbs):
@@ -85,23 +85,21 @@ def one_replication(rng, J, nj, gibbs):
         tabs = {"REML-Satt": ddf.coef_table(reml, "Satterthwaite"), "REML-KR": ddf.coef_table(reml, "Kenward-Roger"),
                 "REML-BW": ddf.coef_table(reml, "between-within")}
     z975 = sps.norm.ppf(0.975)
-    cover = {m: {} for m in METHODS}
-    for name, k in TARGETS.items():
-        truth = BETA[k]
-        cover["ML-z"][name] = _covers(ml.fixef[name], z975 * ml.fixef_se[name], truth)
-        cover["REML-z"][name] = _covers(reml.fixef[name], z975 * reml.fixef_se[name], truth)
+    intervals = {m: {} for m in METHODS}                  # method -> target -> (lower, upper)
+    for name in TARGETS:
+        intervals["ML-z"][name] = _interval(ml.fixef[name], z975 * ml.fixef_se[name])
+        intervals["REML-z"][name] = _interval(reml.fixef[name], z975 * reml.fixef_se[name])
         for m, tab in tabs.items():
-            half = sps.t.ppf(0.975, tab["df"][name]) * tab["Std. Error"][name]
-            cover[m][name] = _covers(tab["Estimate"][name], half, truth)
-        cover["REML-ElffJ"][name] = _covers(reml.fixef[name], sps.t.ppf(0.975, J - 1 - 1) * reml.fixef_se[name], truth)
+            intervals[m][name] = _interval(tab["Estimate"][name],
+                                           sps.t.ppf(0.975, tab["df"][name]) * tab["Std. Error"][name])
+        intervals["REML-ElffJ"][name] = _interval(reml.fixef[name], sps.t.ppf(0.975, J - 1 - 1) * reml.fixef_se[name])
     if gibbs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")           # convergence is recorded below, not printed
             post = tl.gibbs.sample(model, seed=rng.integers(2 ** 32), keep_b=False, **gibbs)
-        cover["Gibbs"] = {}
-        for name in TARGETS:
-            lo, hi = np.quantile(post.get(name).ravel(), [0.025, 0.975])
-            cover["Gibbs"][name] = bool(lo <= BETA[TARGETS[name]] <= hi)
+        intervals["Gibbs"] = {name: tuple(np.quantile(post.get(name).ravel(), [0.025, 0.975])) for name in TARGETS}
+    cover = {m: {t: bool(lo <= BETA[TARGETS[t]] <= hi) for t, (lo, hi) in iv.items()} for m, iv in intervals.items()}
+    width = {m: {t: float(hi - lo) for t, (lo, hi) in iv.items()} for m, iv in intervals.items()}
     gibbs_check = None if not gibbs else {
         "flagged": post.convergence_message is not None,       # gibbs.sample's own R-hat / ESS check
         "rhat": {t: float(diagnostics.rhat(post.get(t))) for t in TARGETS},
@@ -109,7 +107,7 @@ def one_replication(rng, J, nj, gibbs):
     est = {"ML": np.r_[ml.beta, ml.G[np.tril_indices(2)], ml.sigma2],
            "REML": np.r_[reml.beta, reml.G[np.tril_indices(2)], reml.sigma2],
            "REML_singular": reml.singular, "KR_df_xz": tabs["REML-KR"]["df"]["x:z"],
-           "Satt_df_xz": tabs["REML-Satt"]["df"]["x:z"], "gibbs_check": gibbs_check}
+           "Satt_df_xz": tabs["REML-Satt"]["df"]["x:z"], "gibbs_check": gibbs_check, "width": width}
     return cover, est
 
 
@@ -132,6 +130,8 @@ def run_cell(J, reps, nj, seed, gibbs):
         bias[fit] = {lab: {"bias": float(E[:, i].mean() - truth[i]), "mcse": float(E[:, i].std(ddof=1) / np.sqrt(reps))}
                      for i, lab in enumerate(labels)}
     cell = {"J": J, "reps": reps, "coverage": coverage,
+            "median_width": {m: {t: float(np.median([e["width"][m][t] for _, e in out])) for t in TARGETS}
+                             for m in methods},
             "coverage_mcse": {m: {t: float(np.sqrt(v * (1 - v) / reps)) for t, v in c.items()} for m, c in coverage.items()},
             "bias": bias, "singular_rate_REML": float(np.mean([e["REML_singular"] for _, e in out])),
             "median_df_xz": {"KR": float(np.median([e["KR_df_xz"] for _, e in out])),
