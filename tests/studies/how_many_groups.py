@@ -144,6 +144,11 @@ def run_cell(J, reps, nj, seed, gibbs):
             "max_rhat": {t: max(c["rhat"][t] for c in checks) for t in TARGETS},
             "median_ess_tail": {t: float(np.median([c["ess_tail"][t] for c in checks])) for t in TARGETS},
             "min_ess_tail": {t: min(c["ess_tail"][t] for c in checks) for t in TARGETS}}
+        ok = {t: [c["rhat"][t] <= 1.01 and c["ess_tail"][t] >= 400 for c in checks] for t in TARGETS}
+        cell["gibbs_convergence"]["share_target_ok"] = {t: float(np.mean(ok[t])) for t in TARGETS}
+        cell["gibbs_convergence"]["coverage_where_target_ok"] = {     # R-hat <= 1.01 and tail ESS >= 400
+            t: float(np.mean([c["Gibbs"][t] for (c, _), k in zip(out, ok[t]) if k])) if any(ok[t]) else None
+            for t in TARGETS}
     return cell
 
 
