@@ -23,8 +23,9 @@ interaction), whether the 95% interval covers the truth under
 and the bias of every estimate (fixed effects, G, sigma2) with its Monte Carlo SE.
 
     python tests/studies/how_many_groups.py [--reps 1000] [--J 5 10 15 20 25 30] [--nj 500]
-                                            [--gibbs] [--gibbs-chains 2] [--gibbs-draws 1000]
-                                            [--gibbs-warmup 500] [--seed 2013] [--json OUT]
+                                            [--gibbs | --gibbs-only] [--gibbs-chains 2] [--gibbs-draws 1000]
+                                            [--gibbs-warmup 500] [--gibbs-no-interweave]
+                                            [--seed 2013] [--json OUT]
     python tests/studies/how_many_groups.py --merge OUT PART1.json PART2.json ...
 
 The results (with seed, run time and machine) go to ``--json``; the book page reads them. Every
@@ -73,12 +74,35 @@ def _interval(est, half):
     return est - half, est + half
 
 
-def one_replication(rng, J, nj, gibbs):
+def one_replication(rng, J, nj, gibbs, likelihood=True):
     """Coverage indicators (method -> target -> bool) and the estimates of one data set.
 
-    ``gibbs``: None, or a dict of ``tl.gibbs.sample`` settings (chains, draws, warmup).
+    ``gibbs``: None, or a dict of ``tl.gibbs.sample`` settings (chains, draws, warmup, interweave).
+    ``likelihood=False`` skips the ML and REML fits (a Gibbs-only run): the data set and the
+    sampler's seed are the same as in a full run, since the fits draw no random numbers.
     """
     model = tl.Model(FORMULA, simulate(rng, J, nj))
+    intervals = {}                                        # method -> target -> (lower, upper)
+    if likelihood:
+        intervals, est = _likelihood_intervals(model, J)
+    else:
+        est = {}
+    if gibbs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")           # convergence is recorded below, not printed
+            post = tl.gibbs.sample(model, seed=rng.integers(2 ** 32), keep_b=False, **gibbs)
+        intervals["Gibbs"] = {name: tuple(np.quantile(post.get(name).ravel(), [0.025, 0.975])) for name in TARGETS}
+        est["gibbs_check"] = {
+            "flagged": post.convergence_message is not None,       # gibbs.sample's own R-hat / ESS check
+            "rhat": {t: float(diagnostics.rhat(post.get(t))) for t in TARGETS},
+            "ess_tail": {t: float(diagnostics.ess_tail(post.get(t))) for t in TARGETS}}
+    cover = {m: {t: bool(lo <= BETA[TARGETS[t]] <= hi) for t, (lo, hi) in iv.items()} for m, iv in intervals.items()}
+    est["width"] = {m: {t: float(hi - lo) for t, (lo, hi) in iv.items()} for m, iv in intervals.items()}
+    return cover, est
+
+
+def _likelihood_intervals(model, J):
+    """The six ML / REML intervals of the targets, and the estimates of the two fits."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reml, ml = tl.em.fit(model, reml=True), tl.em.fit(model, reml=False)
@@ -93,50 +117,40 @@ def one_replication(rng, J, nj, gibbs):
             intervals[m][name] = _interval(tab["Estimate"][name],
                                            sps.t.ppf(0.975, tab["df"][name]) * tab["Std. Error"][name])
         intervals["REML-ElffJ"][name] = _interval(reml.fixef[name], sps.t.ppf(0.975, J - 1 - 1) * reml.fixef_se[name])
-    if gibbs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")           # convergence is recorded below, not printed
-            post = tl.gibbs.sample(model, seed=rng.integers(2 ** 32), keep_b=False, **gibbs)
-        intervals["Gibbs"] = {name: tuple(np.quantile(post.get(name).ravel(), [0.025, 0.975])) for name in TARGETS}
-    cover = {m: {t: bool(lo <= BETA[TARGETS[t]] <= hi) for t, (lo, hi) in iv.items()} for m, iv in intervals.items()}
-    width = {m: {t: float(hi - lo) for t, (lo, hi) in iv.items()} for m, iv in intervals.items()}
-    gibbs_check = None if not gibbs else {
-        "flagged": post.convergence_message is not None,       # gibbs.sample's own R-hat / ESS check
-        "rhat": {t: float(diagnostics.rhat(post.get(t))) for t in TARGETS},
-        "ess_tail": {t: float(diagnostics.ess_tail(post.get(t))) for t in TARGETS}}
     est = {"ML": np.r_[ml.beta, ml.G[np.tril_indices(2)], ml.sigma2],
            "REML": np.r_[reml.beta, reml.G[np.tril_indices(2)], reml.sigma2],
            "REML_singular": reml.singular, "KR_df_xz": tabs["REML-KR"]["df"]["x:z"],
-           "Satt_df_xz": tabs["REML-Satt"]["df"]["x:z"], "gibbs_check": gibbs_check, "width": width}
-    return cover, est
+           "Satt_df_xz": tabs["REML-Satt"]["df"]["x:z"]}
+    return intervals, est
 
 
-def run_cell(J, reps, nj, seed, gibbs):
+def run_cell(J, reps, nj, seed, gibbs, likelihood=True):
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, J]).spawn(reps)]
     t0 = time.process_time()
     out = []
     for i, r in enumerate(rngs):
-        out.append(one_replication(r, J, nj, gibbs))
+        out.append(one_replication(r, J, nj, gibbs, likelihood))
         if (i + 1) % 100 == 0:
             print(f"  J={J}: {i + 1}/{reps} replications ({time.process_time() - t0:.0f} CPU s)", file=sys.stderr,
                   flush=True)
-    methods = METHODS + (["Gibbs"] if gibbs else [])
+    methods = (METHODS if likelihood else []) + (["Gibbs"] if gibbs else [])
     coverage = {m: {t: float(np.mean([c[m][t] for c, _ in out])) for t in TARGETS} for m in methods}
-    truth = np.r_[BETA, G_TRUE[np.tril_indices(2)], SIGMA2]
-    labels = NAMES + ["G[0,0]", "G[1,0]", "G[1,1]", "sigma2"]
-    bias = {}
-    for fit in ("ML", "REML"):
-        E = np.array([e[fit] for _, e in out])
-        bias[fit] = {lab: {"bias": float(E[:, i].mean() - truth[i]), "mcse": float(E[:, i].std(ddof=1) / np.sqrt(reps))}
-                     for i, lab in enumerate(labels)}
     cell = {"J": J, "reps": reps, "coverage": coverage,
             "median_width": {m: {t: float(np.median([e["width"][m][t] for _, e in out])) for t in TARGETS}
                              for m in methods},
-            "coverage_mcse": {m: {t: float(np.sqrt(v * (1 - v) / reps)) for t, v in c.items()} for m, c in coverage.items()},
-            "bias": bias, "singular_rate_REML": float(np.mean([e["REML_singular"] for _, e in out])),
-            "median_df_xz": {"KR": float(np.median([e["KR_df_xz"] for _, e in out])),
-                             "Satterthwaite": float(np.median([e["Satt_df_xz"] for _, e in out]))},
-            "cpu_seconds": time.process_time() - t0}
+            "coverage_mcse": {m: {t: float(np.sqrt(v * (1 - v) / reps)) for t, v in c.items()} for m, c in coverage.items()}}
+    if likelihood:
+        truth = np.r_[BETA, G_TRUE[np.tril_indices(2)], SIGMA2]
+        labels = NAMES + ["G[0,0]", "G[1,0]", "G[1,1]", "sigma2"]
+        bias = {}
+        for fit in ("ML", "REML"):
+            E = np.array([e[fit] for _, e in out])
+            bias[fit] = {lab: {"bias": float(E[:, i].mean() - truth[i]),
+                               "mcse": float(E[:, i].std(ddof=1) / np.sqrt(reps))} for i, lab in enumerate(labels)}
+        cell.update({"bias": bias, "singular_rate_REML": float(np.mean([e["REML_singular"] for _, e in out])),
+                     "median_df_xz": {"KR": float(np.median([e["KR_df_xz"] for _, e in out])),
+                                      "Satterthwaite": float(np.median([e["Satt_df_xz"] for _, e in out]))}})
+    cell["cpu_seconds"] = time.process_time() - t0
     if gibbs:
         checks = [e["gibbs_check"] for _, e in out]
         cell["gibbs_convergence"] = {
@@ -162,17 +176,22 @@ def main(argv=None):
     ap.add_argument("--gibbs-chains", type=int, default=2)
     ap.add_argument("--gibbs-draws", type=int, default=1000, help="kept draws per chain")
     ap.add_argument("--gibbs-warmup", type=int, default=500)
+    ap.add_argument("--gibbs-no-interweave", action="store_true",
+                    help="the centred sweep alone (same posterior; cheaper, and as good when groups are large)")
+    ap.add_argument("--gibbs-only", action="store_true",
+                    help="skip the ML and REML fits (same data sets and sampler seeds as a full run)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--merge", nargs="+", metavar=("OUT", "PART"), help="join the JSON files PART... into OUT")
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge[0], args.merge[1:])
+    args.gibbs = args.gibbs or args.gibbs_only
     gibbs = None if not args.gibbs else {"chains": args.gibbs_chains, "draws": args.gibbs_draws,
-                                         "warmup": args.gibbs_warmup}
+                                         "warmup": args.gibbs_warmup, "interweave": not args.gibbs_no_interweave}
     t0 = time.time()
     cells = []
     for J in args.J:
-        cell = run_cell(J, args.reps, args.nj, args.seed, gibbs)
+        cell = run_cell(J, args.reps, args.nj, args.seed, gibbs, likelihood=not args.gibbs_only)
         cells.append(cell)
         cov = cell["coverage"]
         print(f"J={J:3d}  " + "  ".join(f"{m} {cov[m]['x:z']:.3f}" for m in cov) + f"  ({cell['cpu_seconds']:.0f}s)",
@@ -188,6 +207,7 @@ def _save(args, cells, t0):
               "seed": args.seed, "reps": args.reps, "gibbs": args.gibbs, "cells": cells,
               "gibbs_settings": None if not args.gibbs else {
                   "chains": args.gibbs_chains, "draws": args.gibbs_draws, "warmup": args.gibbs_warmup,
+                  "interweave": not args.gibbs_no_interweave, "likelihood_fits": not args.gibbs_only,
                   "prior": "default (tl.gibbs.default_prior)", "interval": "equal-tailed 95%, pooled chains"},
               "command": " ".join(sys.argv),
               "wall_seconds": time.time() - t0, "machine": platform.platform(), "python": platform.python_version(),
