@@ -138,7 +138,8 @@ def run_cell(J, reps, nj, seed, gibbs, likelihood=True):
     cell = {"J": J, "reps": reps, "coverage": coverage,
             "median_width": {m: {t: float(np.median([e["width"][m][t] for _, e in out])) for t in TARGETS}
                              for m in methods},
-            "coverage_mcse": {m: {t: float(np.sqrt(v * (1 - v) / reps)) for t, v in c.items()} for m, c in coverage.items()}}
+            "coverage_mcse": {m: {t: float(np.sqrt(v * (1 - v) / reps)) for t, v in c.items()}
+                              for m, c in coverage.items()}}
     if likelihood:
         truth = np.r_[BETA, G_TRUE[np.tril_indices(2)], SIGMA2]
         labels = NAMES + ["G[0,0]", "G[1,0]", "G[1,1]", "sigma2"]
