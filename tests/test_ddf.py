@@ -141,8 +141,8 @@ def _ref_fit(key):
     return _FITS[("ref", key)]
 
 
-# One grouping factor for now: the nested and crossed fits of the file (oats_nested, scotssec_crossed)
-# wait for several grouping factors (issue #13).
+# One grouping factor here; the nested and crossed fits of the file (oats_nested, scotssec_crossed) are
+# tested in tests/test_multilevel_ddf.py (teachlmm.multilevel_ddf, Satterthwaite).
 ONE_FACTOR = [k for k in REF if k != "meta" and REF[k]["formula"].count("|") == 1 and "/" not in REF[k]["formula"]]
 
 
