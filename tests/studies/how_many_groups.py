@@ -124,13 +124,13 @@ def _likelihood_intervals(model, J):
     return intervals, est
 
 
-def run_cell(J, reps, nj, seed, gibbs, likelihood=True):
+def run_cell(J, reps, nj, seed, gibbs, likelihood=True, progress=False):
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, J]).spawn(reps)]
     t0 = time.process_time()
     out = []
     for i, r in enumerate(rngs):
         out.append(one_replication(r, J, nj, gibbs, likelihood))
-        if (i + 1) % 100 == 0:
+        if progress and (i + 1) % 100 == 0:
             print(f"  J={J}: {i + 1}/{reps} replications ({time.process_time() - t0:.0f} CPU s)", file=sys.stderr,
                   flush=True)
     methods = (METHODS if likelihood else []) + (["Gibbs"] if gibbs else [])
@@ -192,7 +192,7 @@ def main(argv=None):
     t0 = time.time()
     cells = []
     for J in args.J:
-        cell = run_cell(J, args.reps, args.nj, args.seed, gibbs, likelihood=not args.gibbs_only)
+        cell = run_cell(J, args.reps, args.nj, args.seed, gibbs, likelihood=not args.gibbs_only, progress=True)
         cells.append(cell)
         cov = cell["coverage"]
         print(f"J={J:3d}  " + "  ".join(f"{m} {cov[m]['x:z']:.3f}" for m in cov) + f"  ({cell['cpu_seconds']:.0f}s)",
