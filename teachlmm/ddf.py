@@ -18,29 +18,24 @@ sigma2). V is linear in psi::
 
     V = sum_k psi_k V_k,   V_k = Z (E_ab + E_ba) Z'  (E_aa once on the diagonal),   V_sigma2 = I.
 
-Every derivative below is then a trace or a quadratic form in V_k, and V_k
+Every derivative below is then a trace or a matrix product in V_k, and V_k
 acts on group j only through Z_j. With the per-group products (all from the
 group's cross-products, no n_j x n_j matrix)::
 
-    W_j = Z_j'V_j^-1 Z_j,   U_j = Z_j'V_j^-1 X_j,   s_j = Z_j'V_j^-1 r_j,   Q_k = sum_j U_j'E_k U_j
+    W_j = Z_j'V_j^-1 Z_j,   U_j = Z_j'V_j^-1 X_j
 
 the G-entries give (k, l index G entries, Phi couples the groups)::
 
+    X'V^-1 V_k V^-1 X     = Q_k  = sum_j U_j'E_k U_j
+    X'V^-1 V_k V^-1 V_l V^-1 X = Q_kl = sum_j U_j'E_k W_j E_l U_j
     tr(V^-1 V_k)          = sum_j tr(E_k W_j)
     tr(V^-1 V_k V^-1 V_l) = sum_j tr(E_k W_j E_l W_j)
-    tr(P V_k)             = tr(V^-1 V_k) - tr(Phi Q_k)
-    tr(P V_k P V_l)       = tr(V^-1 V_k V^-1 V_l) - 2 tr(Phi Q_kl) + tr(Phi Q_k Phi Q_l),
-                            Q_kl = sum_j U_j'E_k W_j E_l U_j
-    y'P V_k P y           = sum_j s_j'E_k s_j
-    y'P V_k P V_l P y     = sum_j s_j'E_k W_j E_l s_j - t_k'Phi t_l,   t_k = sum_j U_j'E_k s_j
-    X'V^-1 V_k V^-1 X     = Q_k.
 
 The sigma2 entries need V^-2, which has no small per-group form; Euler's
-identity for the linear V avoids it: since sum_k psi_k V_k = V, and
-V^-1 V V^-1 = V^-1, P V P = P, every quantity f_k linear in V_k satisfies
+identity for the linear V avoids it: since sum_k psi_k V_k = V and
+V^-1 V V^-1 = V^-1, every quantity f_k linear in V_k satisfies
 sum_k psi_k f_k = f(V), so ``f_sigma2 = (f(V) - sum_{k in G} psi_k f_k) / sigma2``
-(:func:`_with_sigma2`). For example tr(P V) = n - p, y'P V P y = y'P y,
-X'V^-1 V V^-1 X = Phi^-1.
+(:func:`_with_sigma2`). For example tr(V^-1 V) = n, X'V^-1 V V^-1 X = Phi^-1.
 
 Satterthwaite (lmerTest)
 ------------------------
@@ -53,20 +48,15 @@ sigma, and::
 
 H the Hessian of the deviance -2 l (REML for REML fits, ML for ML fits; beta
 profiled out) in tau, H^+ its Moore-Penrose inverse with eigenvalues below 1e-8
-dropped. In psi::
+dropped. H is the Hessian the fit's own Newton steps use,
+:func:`teachlmm.mme.hessian_theta_sigma`, written once there (the deviance
+differentiated in (G, sigma2) and chain-ruled to tau, the term with the
+gradient included: it vanishes at an interior optimum but matters at a
+boundary, as in lmerTest's numerical Hessian). What ddf adds is g::
 
-    d Phi / d psi_k  = Phi Q_k Phi                                   (G entries)
-    -2 dl/dpsi_k     = tr(P V_k) - y'P V_k P y                         (REML)
-    -2 d2l/dpsi_k dpsi_l = -tr(P V_k P V_l) + 2 y'P V_k P V_l P y      (REML)
+    d Phi / d psi_k = Phi Q_k Phi = -Phi P_k Phi,     d Phi / d tau_m = sum_k (d psi_k / d tau_m) d Phi / d psi_k
 
-(for ML replace tr(P ...) by tr(V^-1 ...): profiling beta out of the ML
-deviance turns the quadratic form's V^-1 into P, not the trace's). The chain
-rule to tau = (theta, sigma), with psi(tau) quadratic (G = sigma2 T T'), is::
-
-    g_tau = J' g_psi,   H_tau = J' H_psi J + sum_k (-2 dl/dpsi_k) d2 psi_k / dtau dtau,   J = dpsi/dtau.
-
-The second term vanishes at an interior optimum; we keep it, as the numerical
-Hessian of lmerTest does (it matters at a boundary, where the gradient is not 0).
+with d psi / d tau from G = sigma2 T T' (:func:`_tau_jacobian`).
 
 Kenward-Roger (pbkrtest)
 ------------------------
@@ -114,12 +104,12 @@ at a boundary: read them as rough.
 """
 import math
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import scipy.stats as sps
 
-from . import validators
+from . import mme, validators
 from .errors import TeachLMMError
 from .tables import SIGNIF_CODES, format_column, format_p, format_table, stars
 
@@ -146,15 +136,10 @@ def _method(ddf):
 # ----------------------------------------------------------------------------
 
 def free_entries(model):
-    """(a, b) pairs, a >= b, of the free entries of G: each block's lower triangle, column by column.
-
-    This is also the order of lme4's theta (the entries of T).
-    """
-    out = []
-    for blk in model.blocks:
-        for col in range(len(blk)):
-            out += [(int(blk[row]), int(blk[col])) for row in range(col, len(blk))]
-    return out
+    """(a, b) pairs, a >= b, of the free entries of G: the lower triangle inside G's blocks, column
+    by column, in the order of lme4's theta (the entries of T; :func:`teachlmm.mme.theta_index`)."""
+    rows, cols = mme.theta_index(model.G_mask)
+    return [(int(a), int(b)) for a, b in zip(rows, cols)]
 
 
 def _basis(entries, q):
@@ -189,81 +174,60 @@ def _with_sigma2_bilinear(psi, sigma2, part, linear):
 # ----------------------------------------------------------------------------
 
 class Derivatives(NamedTuple):
-    """Derivatives of the (restricted) log-likelihood and of Phi in psi = (G entries, sigma2).
+    """Phi and its derivatives in psi = (G entries, sigma2), and the pieces only Kenward-Roger needs.
 
     entries : the (a, b) of the G entries.   psi : (K+1,) their values and sigma2.
     Phi : (p, p) Var(beta_hat).   dPhi : (K+1, p, p) dPhi/dpsi_k.
-    grad : (K+1,) gradient of the deviance -2 l.   hess : (K+1, K+1) its Hessian.
-    P : (K+1, p, p) P_k = -X'V^-1 V_k V^-1 X.   Q : (K+1, K+1, p, p) Q_kl.
-    info_reml : (K+1, K+1) tr(P V_k P V_l), twice the expected REML information.
+    P : (K+1, p, p) P_k = -X'V^-1 V_k V^-1 X.
+    Q : (K+1, K+1, p, p) Q_kl, and info_reml : (K+1, K+1) tr(P V_k P V_l), twice the expected
+    REML information (both None unless ``kenward_roger=True``).
     """
 
     entries: list
     psi: np.ndarray
     Phi: np.ndarray
     dPhi: np.ndarray
-    grad: np.ndarray
-    hess: np.ndarray
     P: np.ndarray
-    Q: np.ndarray
-    info_reml: np.ndarray
+    Q: Optional[np.ndarray]
+    info_reml: Optional[np.ndarray]
 
 
-def derivatives(fit, reml=None):
-    """All first and second derivatives the df need, from the per-group products (see the module text).
+def derivatives(fit, kenward_roger=False):
+    """Phi, dPhi/dpsi_k and P_k (and, for Kenward-Roger, Q_kl and the REML information) from the
+    per-group products (see the module text).
 
-    Cost O(J K^2 q^4 + K^2 p^3) with K free entries of G: no n x n matrix, no loop over groups.
+    Cost O(J K q^2 p) for the first derivatives, O(J K^2 q^2 p^2 + K^2 p^3) more for Kenward-Roger,
+    with K free entries of G: no n x n matrix, no loop over groups.
     """
     if not fit.model.fitting_basis()[1].is_identity:
         raise TeachLMMError("degrees of freedom are not yet computed for a model with a column whose mean is far "
                             "above its spread (it is fitted in a centred basis); subtract a constant from that "
                             "column (e.g. centre it) and refit, or use ddf='normal'")
     m, s, sol = fit.model, fit.model.stats, fit.solution
-    reml = fit.reml if reml is None else reml
-    s2, n, p = fit.sigma2, m.stats.n_total, m.p
+    s2, n = fit.sigma2, m.stats.n_total
     entries = free_entries(m)
     E = _basis(entries, m.q)
     psi = np.array([fit.G[a, b] for a, b in entries])
     Phi = s2 * sol.A_inv
-    # per-group products W_j, U_j, s_j (Z_j'V_j^-1 Z_j = (Z'Z - Z'Z M^-1 Z'Z)/sigma2, ...)
+    # per-group products W_j, U_j (Z_j'V_j^-1 Z_j = (Z'Z - Z'Z M^-1 Z'Z)/sigma2, ...)
     ZtZ_Minv = s.ZtZ @ sol.Minv
     Wj = (s.ZtZ - ZtZ_Minv @ s.ZtZ) / s2
     Uj = (s.ZtX - ZtZ_Minv @ s.ZtX) / s2
-    Ztr = s.Zty - s.ZtX @ sol.beta
-    sj = (Ztr - np.einsum("jqr,jr->jq", ZtZ_Minv, Ztr)) / s2
-    EW = np.einsum("kab,jbc->jkac", E, Wj)                           # E_k W_j, (J, K, q, q)
     EU = np.einsum("kab,jbp->jkap", E, Uj)                           # E_k U_j
-    Es = np.einsum("kab,jb->jka", E, sj)                             # E_k s_j
-    # linear pieces (G entries)
-    tr_VinvVk = np.einsum("kab,ba->k", E, Wj.sum(0))
     Qk = np.einsum("jap,jkar->kpr", Uj, EU)                          # sum_j U_j'E_k U_j
-    tr_PVk = tr_VinvVk - np.einsum("pr,krp->k", Phi, Qk)
-    yPVkPy = np.einsum("ja,jka->k", sj, Es)
-    tk = np.einsum("jap,jka->kp", Uj, Es)                            # sum_j U_j'E_k s_j
-    # bilinear pieces (G entries)
-    K_trace = np.einsum("jkab,jlba->kl", EW, EW)                     # sum_j tr(E_k W_j E_l W_j)
-    Qkl = np.einsum("jkap,jab,jlbr->klpr", EU, Wj, EU)               # sum_j U_j'E_k W_j E_l U_j
-    yPVPVPy = np.einsum("jka,jab,jlb->kl", Es, Wj, Es) - tk @ Phi @ tk.T
-    # extend everything to sigma2 by Euler's identity
-    yPy = sol.rVr / s2                                             # y'P y
-    Phi_inv = sol.A / s2
-    tr_VinvVk = _with_sigma2(psi, s2, tr_VinvVk, n)
-    tr_PVk = _with_sigma2(psi, s2, tr_PVk, n - p)
-    yPVkPy = _with_sigma2(psi, s2, yPVkPy, yPy)
-    Pk = _with_sigma2(psi, s2, -Qk, -Phi_inv)                        # P_k = -X'V^-1 V_k V^-1 X
-    K_trace = _with_sigma2_bilinear(psi, s2, K_trace, tr_VinvVk)
-    Q = _with_sigma2_bilinear(psi, s2, Qkl, -Pk)
-    yPVPVPy = _with_sigma2_bilinear(psi, s2, yPVPVPy, yPVkPy)
+    Pk = _with_sigma2(psi, s2, -Qk, -sol.A / s2)                     # P_k = -X'V^-1 V_k V^-1 X; X'V^-1 X = Phi^-1
     PhiP = Phi @ Pk                                                  # (K+1, p, p)
-    info_reml = (K_trace - 2 * np.einsum("pr,klrp->kl", Phi, Q)
-                 + np.einsum("kpr,lrp->kl", PhiP, PhiP))
     dPhi = -(PhiP @ Phi)                                             # Phi Q_k Phi = -Phi P_k Phi
-    psi = np.append(psi, s2)
-    if reml:
-        grad, hess = tr_PVk - yPVkPy, -info_reml + 2 * yPVPVPy
-    else:
-        grad, hess = tr_VinvVk - yPVkPy, -K_trace + 2 * yPVPVPy
-    return Derivatives(entries, psi, Phi, dPhi, grad, 0.5 * (hess + hess.T), Pk, Q, info_reml)
+    Q = info_reml = None
+    if kenward_roger:
+        EW = np.einsum("kab,jbc->jkac", E, Wj)                       # E_k W_j, (J, K, q, q)
+        tr_VinvVk = _with_sigma2(psi, s2, np.einsum("kab,ba->k", E, Wj.sum(0)), n)
+        K_trace = _with_sigma2_bilinear(psi, s2, np.einsum("jkab,jlba->kl", EW, EW), tr_VinvVk)
+        Qkl = np.einsum("jkap,jab,jlbr->klpr", EU, Wj, EU)           # sum_j U_j'E_k W_j E_l U_j
+        Q = _with_sigma2_bilinear(psi, s2, Qkl, -Pk)
+        info_reml = (K_trace - 2 * np.einsum("pr,klrp->kl", Phi, Q)
+                     + np.einsum("kpr,lrp->kl", PhiP, PhiP))
+    return Derivatives(entries, np.append(psi, s2), Phi, dPhi, Pk, Q, info_reml)
 
 
 # ----------------------------------------------------------------------------
@@ -271,11 +235,10 @@ def derivatives(fit, reml=None):
 # ----------------------------------------------------------------------------
 
 def _tau_jacobian(fit, entries):
-    """J = dpsi/dtau (K+1, K+1) and the second derivatives d2 psi_k / dtau dtau (K+1, K+1, K+1).
+    """J = dpsi/dtau (K+1, K+1): how the G entries and sigma2 move with tau = (theta, sigma).
 
     G = sigma2 T T' with T_cd = theta_m:  dG/dtheta_m = sigma2 (E_m T' + T E_m'),
-    d2G/dtheta_m dtheta_n = sigma2 (E_m E_n' + E_n E_m'), dG/dsigma = 2 sigma T T';
-    sigma2 = sigma^2.  (E_m: 1 at (c, d), 0 elsewhere.)
+    dG/dsigma = 2 sigma T T';  sigma2 = sigma^2.  (E_m: 1 at (c, d), 0 elsewhere.)
     """
     T, s2 = fit.solution.T, fit.sigma2
     sigma, q, K = math.sqrt(s2), T.shape[0], len(entries)
@@ -283,27 +246,20 @@ def _tau_jacobian(fit, entries):
     for m_, (c, d) in enumerate(entries):
         Em[m_, c, d] = 1.0
     rows, cols = np.array([a for a, _ in entries], dtype=int), np.array([b for _, b in entries], dtype=int)
-    TTt = T @ T.T
     dTT = Em @ T.T + T @ np.swapaxes(Em, 1, 2)                              # (K, q, q), d(TT')/dtheta_m
-    d2TT = np.einsum("mab,ncb->mnac", Em, Em)
-    d2TT = d2TT + np.swapaxes(d2TT, 0, 1)                                   # E_m E_n' + E_n E_m'
     J = np.zeros((K + 1, K + 1))
     J[:K, :K] = s2 * dTT[:, rows, cols].T
-    J[:K, K] = 2 * sigma * TTt[rows, cols]
+    J[:K, K] = 2 * sigma * (T @ T.T)[rows, cols]
     J[K, K] = 2 * sigma
-    D2 = np.zeros((K + 1, K + 1, K + 1))
-    D2[:K, :K, :K] = s2 * np.moveaxis(d2TT[:, :, rows, cols], 2, 0)
-    D2[:K, :K, K] = D2[:K, K, :K] = 2 * sigma * dTT[:, rows, cols].T
-    D2[:K, K, K] = 2 * TTt[rows, cols]
-    D2[K, K, K] = 2.0
-    return J, D2
+    return J
 
 
 def deviance_hessian(fit, reml=None):
     """Hessian of the deviance (-2 x REML or ML log-likelihood, beta profiled out) in tau = (theta, sigma).
 
     The matrix lmerTest differentiates numerically (``numDeriv::hessian`` of its
-    ``devfun_vp``); here analytic, by the chain rule from psi (module text).
+    ``devfun_vp``); here analytic: :func:`teachlmm.mme.hessian_theta_sigma`, the
+    Hessian the fit's Newton steps are built from, at the fit's (G, sigma2).
 
     Returns
     -------
@@ -317,10 +273,11 @@ def deviance_hessian(fit, reml=None):
     >>> H.shape, bool(abs(g).max() < 1e-3)
     ((2, 2), True)
     """
-    d = derivatives(fit, reml)
-    J, D2 = _tau_jacobian(fit, d.entries)
-    H = J.T @ d.hess @ J + np.tensordot(d.grad, D2, axes=(0, 0))
-    return 0.5 * (H + H.T), J.T @ d.grad
+    m = fit.model
+    derivatives(fit)                          # the same refusal of a centred basis as every df method
+    grad, H = mme.hessian_theta_sigma(m.stats, fit.G, fit.sigma2, fit.reml if reml is None else reml,
+                                      mask=m.G_mask, sol=fit.solution)
+    return H, grad
 
 
 def vcov_varpar(H, warn=True):
@@ -350,9 +307,8 @@ class Satterthwaite:
 
     def __init__(self, fit):
         d = derivatives(fit)
-        J, D2 = _tau_jacobian(fit, d.entries)
-        H = J.T @ d.hess @ J + np.tensordot(d.grad, D2, axes=(0, 0))
-        self.H = 0.5 * (H + H.T)
+        J = _tau_jacobian(fit, d.entries)
+        self.H, _ = deviance_hessian(fit)                                 # mme's Hessian in tau
         self.A = vcov_varpar(self.H)
         self.Phi = d.Phi
         self.dPhi = np.tensordot(J, d.dPhi, axes=(0, 0))                  # dPhi/dtau_m = sum_k J_km dPhi/dpsi_k
@@ -419,7 +375,7 @@ class KenwardRoger:
             raise TeachLMMError("Kenward-Roger's df are defined for REML fits (lmerTest refuses ML fits; "
                                 "pbkrtest refits by REML). Fit the model with reml=True, or use "
                                 "ddf='Satterthwaite', which has an ML version.")
-        d = derivatives(fit, reml=True)
+        d = derivatives(fit, kenward_roger=True)
         Phi, P, Q, I_E = d.Phi, d.P, d.Q, d.info_reml
         vals = np.linalg.eigvalsh(I_E)
         self.W = 2 * (np.linalg.inv(I_E) if np.abs(vals).min() > 1e-10 else np.linalg.pinv(I_E))

@@ -7,20 +7,26 @@ neighbours. Two questions must be answered before the draws are used:
 
 1. **Have the chains converged?**  Run ``M`` chains from different starting
    points. If they all sample the same distribution, the variation *between*
-   the chains is no larger than the variation *within* each chain. R-hat is
-   the square root of the ratio of the pooled variance estimate to the
-   within-chain variance::
+   the chains is no larger than the variation *within* each chain. With
+   ``N`` draws per chain, ``W`` the mean of the within-chain variances and
+   ``B / N`` the variance of the chain means, R-hat is the square root of the
+   ratio of the pooled variance estimate to the within-chain variance:
 
-       R-hat = sqrt( var_plus / W ),   var_plus = (N - 1)/N * W + B/N
+   .. math::
+
+       \hat R = \sqrt{\frac{\widehat{\mathrm{var}}^+}{W}}, \qquad
+       \widehat{\mathrm{var}}^+ = \frac{N - 1}{N} W + \frac{B}{N}.
 
    It is >= 1 up to noise, and close to 1 (say below 1.01) when the chains
    agree. Values above 1.01 mean: run longer, or fix the sampler.
 
 2. **How much information do the draws hold?**  ``S`` correlated draws
    estimate a posterior mean about as precisely as ``ESS`` independent draws
-   would, where ::
+   would, where
 
-       ESS = S / tau,   tau = 1 + 2 * sum_{t >= 1} rho_t
+   .. math::
+
+       \mathrm{ESS} = \frac{S}{\tau}, \qquad \tau = 1 + 2 \sum_{t \ge 1} \rho_t
 
    and ``rho_t`` is the autocorrelation at lag ``t``. ``tau`` (the integrated
    autocorrelation time) is how many draws it takes to get one "independent"
@@ -45,20 +51,20 @@ improves the classical recipe in three ways:
 
 The functions, from the building blocks up:
 
-============================  ================================================
-``split_chains``              (M, N) chains -> (2M, N//2) half-chains
-``rank_normalize``            draws -> normal scores of their pooled ranks
-``potential_scale_reduction`` Gelman-Rubin R-hat of chains as given
-``rhat``                      rank-normalised, folded, split R-hat
-``autocovariance``            per-chain autocovariances (FFT)
-``combined_autocorrelation``  multi-chain autocorrelation estimate rho_t
-``autocorrelation_time``      tau from rho_t (Geyer's initial sequences)
-``effective_sample_size``     S / tau of chains as given
-``ess_bulk``                  ESS of rank-normalised split chains
-``ess_tail``                  ESS of the 5% and 95% quantile indicators
-``ess_mean``                  ESS of split chains (for the posterior mean)
-``mcse_mean``                 Monte Carlo standard error of the mean
-============================  ================================================
+===============================  ================================================
+``split_chains``                 (M, N) chains -> (2M, N//2) half-chains
+``rank_normalize``               draws -> normal scores of their pooled ranks
+``potential_scale_reduction``    Gelman-Rubin R-hat of chains as given
+``rhat``                         rank-normalised, folded, split R-hat
+``autocovariance``               per-chain autocovariances (FFT)
+``combined_autocorrelation``     multi-chain autocorrelation estimate rho_t
+``autocorrelation_time``         tau from rho_t (Geyer's initial sequences)
+``effective_sample_size``        S / tau of chains as given
+``ess_bulk``                     ESS of rank-normalised split chains
+``ess_tail``                     ESS of the 5% and 95% quantile indicators
+``ess_mean``                     ESS of split chains (for the posterior mean)
+``mcse_mean``                    Monte Carlo standard error of the mean
+===============================  ================================================
 
 Every statistic takes ``x`` with shape ``(chains, draws)``; a 1-D array is one
 chain. The numbers agree with ArviZ's ``rhat(method="rank")`` and

@@ -186,26 +186,48 @@ def _scalar(x):
 # ----------------------------------------------------------------------------
 
 class Solution(NamedTuple):
-    """The mixed-model equations solved at (G, sigma2); every array is per group on axis -3 (or -2).
+    r"""The mixed-model equations solved at (G, sigma2); every array is per group on axis -3 (or -2).
 
     With leading (chain) axes on G and sigma2, every field carries them in front.
+    The per-group matrices are those of the relative factor T:
+
+    .. math::
+
+        G = \sigma^2 T T^\top, \qquad
+        \tilde M_j = T^\top Z_j^\top Z_j T + I, \qquad
+        M_j^{-1} = T \tilde M_j^{-1} T^\top,
+
+    so that :math:`\sigma^2 M_j^{-1} = \operatorname{Var}(b_j \mid y, \beta)`; and with A the
+    Schur complement of the equations, :math:`\sigma^2 A^{-1} = \operatorname{Var}(\hat\beta)`.
+    Two Cholesky-type factors, ``K`` and ``R_inv``, are computed on access (EM does not
+    need them; the Gibbs sampler draws with them).
 
     Attributes
     ----------
-    T : (q, q) relative factor, G = sigma2 T T'.
-    Minv : (J, q, q) M_j^-1 = T M~_j^-1 T'; sigma2 * Minv_j is Var(b_j | y, beta).
-    XtZ_Minv : (J, p, q) X_j'Z_j M_j^-1.
-    logdet_M_tilde : (J,) log |M~_j|.
-    A : (p, p) Schur complement (sigma2 * A^-1 is Var(beta_hat)).  A_inv, logdet_A : its inverse and log|A|.
-    beta : (p,) GLS estimate.   b : (J, q) BLUPs.
-    rss : ||y - X beta - Z b||^2.   rVr : sum_j r_j' V_j^-1 r_j at beta (times sigma2).
-    M_tilde : (J, q, q) M~_j = T'Z_j'Z_j T + I.
-
-    Two Cholesky-type factors are computed when asked for (EM does not need them;
-    the Gibbs sampler draws with them):
-
-    K : (J, q, q) a square root of M_j^-1 = K_j K_j' (K_j = T L_j^-T, M~_j = L_j L_j').
-    R_inv : (p, p) R^-1 for the Cholesky factor A = R R' (so A^-1 = R^-T R^-1).
+    T : (q, q) array
+        The relative factor T.
+    Minv : (J, q, q) array
+        :math:`M_j^{-1}`.
+    XtZ_Minv : (J, p, q) array
+        :math:`X_j^\top Z_j M_j^{-1}`.
+    logdet_M_tilde : (J,) array
+        :math:`\log \det \tilde M_j`.
+    A : (p, p) array
+        The Schur complement A.
+    A_inv : (p, p) array
+        :math:`A^{-1}`.
+    logdet_A : float
+        :math:`\log \det A`.
+    beta : (p,) array
+        The GLS estimate :math:`\hat\beta`.
+    b : (J, q) array
+        The BLUPs :math:`\hat b_j`.
+    rss : float
+        :math:`\lVert y - X\hat\beta - Z\hat b \rVert^2`.
+    rVr : float
+        :math:`\sigma^2 \sum_j r_j^\top V_j^{-1} r_j` with :math:`r_j = y_j - X_j\hat\beta`.
+    M_tilde : (J, q, q) array
+        :math:`\tilde M_j`.
     """
 
     T: np.ndarray
@@ -241,10 +263,12 @@ class Solution(NamedTuple):
 
 
 def residual_moments(stats, beta):
-    """r'r and Z_j'r_j for the residual r = y - X beta of the fixed part (batched over chains)::
+    r"""r'r and Z_j'r_j for the residual r = y - X beta of the fixed part (batched over chains):
 
-        r'r   = y'y - 2 beta'X'y + beta'X'X beta
-        Z_j'r_j = Z_j'y_j - Z_j'X_j beta
+    .. math::
+
+        r^\top r = y^\top y - 2 \beta^\top X^\top y + \beta^\top X^\top X \beta, \qquad
+        Z_j^\top r_j = Z_j^\top y_j - Z_j^\top X_j \beta.
     """
     s, beta = stats, np.asarray(beta)
     rtr = _rtr(s, beta)

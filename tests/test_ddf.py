@@ -141,8 +141,8 @@ def _ref_fit(key):
     return _FITS[("ref", key)]
 
 
-# One grouping factor for now: the nested and crossed fits of the file (oats_nested, scotssec_crossed)
-# wait for several grouping factors (issue #13).
+# One grouping factor here; the nested and crossed fits of the file (oats_nested, scotssec_crossed) are
+# tested in tests/test_multilevel_ddf.py (teachlmm.multilevel_ddf, Satterthwaite).
 ONE_FACTOR = [k for k in REF if k != "meta" and REF[k]["formula"].count("|") == 1 and "/" not in REF[k]["formula"]]
 
 
@@ -415,14 +415,16 @@ def test_boundary_fit_gives_df_and_warns():
 
 
 @pytest.mark.parametrize("reml", [True, False])
-def test_same_hessian_as_mme_when_there(fits, reml):
-    """helper D's mme.hessian_G_sigma2 (branch d-speed, for the optimizer) is the same matrix as
-    ddf.derivatives().hess (in psi = free entries of G, then sigma2); runs once both are merged."""
-    if not hasattr(tl.mme, "hessian_G_sigma2"):
-        pytest.skip("mme.hessian_G_sigma2 not merged yet")
+def test_hessian_in_tau_is_mme_hessian_in_psi_chain_ruled(fits, reml):
+    """The Hessian is written once, in mme: the one Satterthwaite uses (mme.hessian_theta_sigma, in
+    tau) equals mme.hessian_G_sigma2 (in psi) carried to tau by ddf's own Jacobian dpsi/dtau, the
+    Jacobian that also carries dPhi/dpsi to tau (at the optimum the gradient term is ~0)."""
     fit = fits("M4_REML" if reml else "M4_ML")
-    theirs = tl.mme.hessian_G_sigma2(fit.model.stats, fit.G, fit.sigma2, reml, mask=fit.model.G_mask)
-    np.testing.assert_allclose(ddf.derivatives(fit).hess, theirs, rtol=1e-9, atol=1e-12 * np.abs(theirs).max())
+    H_tau, grad = ddf.deviance_hessian(fit)
+    H_psi = tl.mme.hessian_G_sigma2(fit.model.stats, fit.G, fit.sigma2, reml, mask=fit.model.G_mask)
+    J = ddf._tau_jacobian(fit, ddf.free_entries(fit.model))
+    assert np.abs(grad).max() < 1e-3
+    np.testing.assert_allclose(H_tau, J.T @ H_psi @ J, rtol=1e-5, atol=1e-6 * np.abs(H_tau).max())
 
 
 # ----------------------------------------------------------------------------

@@ -8,10 +8,10 @@
 # lme4's default optimizer stops at a worse boundary point for some fits
 # (notably M4); that plain default fit is recorded separately for M4.
 
-suppressPackageStartupMessages({
-  library(lme4)
-  library(jsonlite)
-})
+# The shared helpers (objective, quiet_fit, newton_polish, opt_controls, key_of,
+# conv_warning, grad_max, tie_tol, best_index, rows_of) come from lmm_search.R, as
+# in every other reference script; this script keeps its own four-round search.
+source("tests/reference/lmm_search.R")
 
 args <- commandArgs(trailingOnly = TRUE)
 data_path <- if (length(args) >= 1) args[1] else "data/radon.csv"
@@ -31,95 +31,8 @@ models <- list(
 )
 
 # ---------------------------------------------------------------------------
-# helpers
+# the search (helpers from lmm_search.R)
 # ---------------------------------------------------------------------------
-
-objective <- function(fit) {
-  cmp <- fit@devcomp$cmp
-  unname(if (isREML(fit)) cmp[["REML"]] else cmp[["dev"]])
-}
-
-# Collect warnings/messages instead of printing them.
-quiet_fit <- function(expr) {
-  warns <- character(0)
-  val <- withCallingHandlers(
-    tryCatch(expr, error = function(e) e),
-    warning = function(w) { warns <<- c(warns, conditionMessage(w)); invokeRestart("muffleWarning") },
-    message = function(m) { warns <<- c(warns, conditionMessage(m)); invokeRestart("muffleMessage") }
-  )
-  list(value = val, warnings = unique(warns))
-}
-
-# Newton polish: a custom lme4 optimizer (lme4 accepts any function with
-# formals fn, par, lower, upper, control) that refines an interior optimum using
-# central-difference gradient/Hessian of lme4's own profiled objective. The
-# derivative-free optimizers stop when the objective is flat to ~1e-10, which
-# leaves theta uncertain at the ~1e-5 level; Newton on the gradient pins it down.
-newton_polish <- function(par, fn, lower, upper = Inf, control = list(), ...) {
-  h <- if (is.null(control$h)) 1e-4 else control$h
-  maxit <- if (is.null(control$maxit)) 50 else control$maxit
-  n <- length(par)
-  x <- par; f <- fn(x); nfev <- 1
-  msg <- "max iterations"
-  for (it in seq_len(maxit)) {
-    if (any(x - h < lower)) { msg <- "too close to bound; stopped"; break }
-    g <- numeric(n); H <- matrix(0, n, n)
-    for (i in seq_len(n)) {
-      ei <- replace(numeric(n), i, h)
-      fp <- fn(x + ei); fm <- fn(x - ei); nfev <- nfev + 2
-      g[i] <- (fp - fm) / (2 * h)
-      H[i, i] <- (fp - 2 * f + fm) / h^2
-      if (i > 1) for (j in seq_len(i - 1)) {
-        ej <- replace(numeric(n), j, h)
-        H[i, j] <- H[j, i] <- (fn(x + ei + ej) - fn(x + ei - ej) -
-                               fn(x - ei + ej) + fn(x - ei - ej)) / (4 * h^2)
-        nfev <- nfev + 4
-      }
-    }
-    ev <- eigen(H, symmetric = TRUE, only.values = TRUE)$values
-    if (min(ev) <= 0) { msg <- "Hessian not positive definite; stopped"; break }
-    step <- -solve(H, g)
-    accepted <- FALSE
-    for (k in 0:30) {
-      xn <- x + step / 2^k
-      if (all(xn >= lower)) {
-        fnew <- fn(xn); nfev <- nfev + 1
-        if (fnew <= f + 1e-12) { accepted <- TRUE; break }
-      }
-    }
-    if (!accepted) { msg <- "no descent along Newton step (converged to noise level)"; break }
-    x <- xn; f <- fnew
-    if (max(abs(step)) < 1e-10) { msg <- "step < 1e-10"; break }
-  }
-  fn(x)
-  list(par = x, fval = f, value = f, convergence = 0, feval = nfev,
-       message = paste("newton_polish:", msg, "after", it, "iterations"))
-}
-
-opt_controls <- list(
-  bobyqa_rho0.2 = lmerControl(optimizer = "bobyqa",
-                              optCtrl = list(rhobeg = 0.2, rhoend = 1e-10, maxfun = 1e5)),
-  bobyqa_rho0.02 = lmerControl(optimizer = "bobyqa",
-                               optCtrl = list(rhobeg = 0.02, rhoend = 1e-10, maxfun = 1e5)),
-  Nelder_Mead = lmerControl(optimizer = "Nelder_Mead",
-                            optCtrl = list(FtolAbs = 1e-14, FtolRel = 1e-14,
-                                           XtolRel = 1e-12, maxfun = 1e5)),
-  nloptwrap_bobyqa = lmerControl(optimizer = "nloptwrap",
-                                 optCtrl = list(algorithm = "NLOPT_LN_BOBYQA",
-                                                xtol_abs = 1e-12, ftol_abs = 1e-14,
-                                                xtol_rel = 1e-12, ftol_rel = 1e-15,
-                                                maxeval = 1e5)),
-  nloptwrap_NM = lmerControl(optimizer = "nloptwrap",
-                             optCtrl = list(algorithm = "NLOPT_LN_NELDERMEAD",
-                                            xtol_abs = 1e-12, ftol_abs = 1e-14,
-                                            xtol_rel = 1e-12, ftol_rel = 1e-15,
-                                            maxeval = 1e5)),
-  nlminbwrap = lmerControl(optimizer = "nlminbwrap",
-                           optCtrl = list(eval.max = 1e5, iter.max = 1e5,
-                                          rel.tol = 1e-15, x.tol = 1e-12))
-)
-
-key_of <- function(theta) paste(formatC(theta, digits = 8, format = "g"), collapse = ",")
 
 # Try every optimizer x start, return all attempts.
 search_fits <- function(formula, REML, starts, include_default = TRUE) {
@@ -138,29 +51,9 @@ search_fits <- function(formula, REML, starts, include_default = TRUE) {
   attempts
 }
 
-conv_warning <- function(a) any(grepl("convergence|failed to converge|unable to evaluate",
-                                          a$res$warnings, ignore.case = TRUE))
-grad_max <- function(fit) {
-  g <- fit@optinfo$derivs$gradient
-  if (is.null(g)) NA_real_ else max(abs(g))
-}
-
-# Lowest objective wins. Candidates within tie_tol of the lowest objective are
-# numerically tied (objective noise is ~1e-11); among those, fits without
-# convergence warnings are preferred, then the smallest lme4 finite-difference
-# gradient (optinfo$derivs$gradient) -- i.e. the point closest to stationarity.
-tie_tol <- 1e-8
-best_of <- function(attempts) {
-  ok <- sapply(attempts, function(a) inherits(a$res$value, "merMod"))
-  objs <- sapply(seq_along(attempts), function(i)
-    if (ok[i]) objective(attempts[[i]]$res$value) else NA_real_)
-  cand <- which(ok & objs <= min(objs, na.rm = TRUE) + tie_tol)
-  cw <- sapply(attempts[cand], conv_warning)
-  gm <- sapply(attempts[cand], function(a) grad_max(a$res$value))
-  gm[is.na(gm)] <- Inf
-  i <- cand[order(cw, gm, objs[cand])[1]]
-  list(attempt = attempts[[i]], objs = objs)
-}
+# Lowest objective wins; ties within tie_tol go to no convergence warning, then the
+# smallest lme4 gradient (lmm_search.R's best_index).
+best_of <- function(attempts) list(attempt = attempts[[best_index(attempts)]])
 
 describe_attempts <- function(attempts) {
   lapply(attempts, function(a) {
@@ -276,9 +169,7 @@ for (m in names(models)) for (REML in c(TRUE, FALSE)) {
 # extraction
 # ---------------------------------------------------------------------------
 
-# I() keeps length-1 rows/name vectors as JSON arrays despite auto_unbox = TRUE
-rows_of <- function(m) lapply(seq_len(nrow(m)), function(i) I(unname(as.numeric(m[i, ]))))
-
+# rows_of (lmm_search.R): I() keeps length-1 rows/name vectors as JSON arrays despite auto_unbox = TRUE
 G_of <- function(fit, m) {
   vc <- VarCorr(fit)
   if (m == "M3u") {
