@@ -19,7 +19,7 @@ import pytest
 import scipy.linalg
 
 import teachlmm as tl
-from teachlmm import blup
+from teachlmm import blup, multilevel_em
 from teachlmm.errors import BoundaryWarning, DesignError
 from teachlmm.multilevel import MultilevelModel
 from teachlmm.multilevel_blup import nested
@@ -240,3 +240,81 @@ def test_errors_say_what_to_do():
         nested(model)
     with pytest.raises(DesignError, match="MultilevelModel"):
         nested(tl.Model("score ~ 1 + (1 | school)", data), good, 36.0)
+
+
+# ----------------------------------------------------------------------------
+# the exercises of the chapter (teachlmm.exercises, appended section: 14-16)
+# ----------------------------------------------------------------------------
+
+def test_nested_reml_by_explicit_inverses_is_lme4s_on_pastes():
+    from teachlmm.exercises import nested_intercepts_reml
+    e = REF["pastes_nested_REML"]
+    d = tl.read_csv(str(ROOT / e["data"]))
+    f = nested_intercepts_reml(d["strength"], np.ones((len(d["strength"]), 1)), d["batch"], d["cask"])
+    # Nelder-Mead on the criterion alone: flat to ~1e-10 over ~1e-5 of tau2_school (the check needs 1e-3)
+    assert f["tau2_school"] == pytest.approx(e["G"]["batch"]["matrix"][0][0], rel=5e-5)
+    assert f["tau2_class"] == pytest.approx(e["G"]["cask:batch"]["matrix"][0][0], rel=5e-5)
+    assert f["sigma2"] == pytest.approx(e["sigma2"], rel=5e-5)
+
+
+def test_nested_reml_by_explicit_inverses_is_multilevel_fits():
+    from teachlmm.exercises import _schools, _schools_fit
+    fit = tl.multilevel.fit("score ~ 1 + prior + (1 | school/class)", _schools())
+    f = _schools_fit()
+    assert f["tau2_school"] == pytest.approx(fit.Gs["school"][0, 0], rel=5e-5)
+    assert f["tau2_class"] == pytest.approx(fit.Gs["class:school"][0, 0], rel=5e-5)
+    assert f["sigma2"] == pytest.approx(fit.sigma2, rel=1e-7)
+
+
+def test_dense_crossed_em_step_is_multilevel_ems_m_step():
+    from teachlmm.exercises import _crossed, crossed_em_step_dense
+    d = _crossed()
+    model = MultilevelModel("rt ~ 1 + (1 | subject) + (1 | item)", d)
+    s = multilevel_em.init(model, reml=False, theta=np.sqrt([3000.0 / 5000.0, 3000.0 / 5000.0]))
+    # the state's Var(b | y) is at its own profiled sigma2; the exercise's is at sigma2 = 5000
+    mine = [np.mean(b[:, 0] ** 2 + V[:, 0, 0] * 5000.0 / s.sigma2) for b, V in zip(s.b, s.postvar)]
+    dense = crossed_em_step_dense(d["rt"], d["subject"], d["item"], 3000.0, 3000.0, 5000.0)
+    order = [model.names.index("subject"), model.names.index("item")]
+    assert np.allclose([mine[k] for k in order], dense, rtol=1e-9)
+
+
+def _said(check, *args, **kwargs):
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ok = check(*args, **kwargs)
+    return ok, out.getvalue()
+
+
+def test_exercise_checks_accept_the_answer_and_never_print_it_when_wrong():
+    from teachlmm import exercises as ex
+    fit = tl.multilevel.fit("score ~ 1 + prior + (1 | school/class)", ex._schools())
+    nb = nested(fit)
+    j = list(nb.groups_inner).index("2:1")
+    cd = ex._crossed()
+    right = [(ex.check_class_shrinkage, nb.shrink_inner[j, 0, 0], dict(school=1, klass=2)),
+             (ex.check_school_shrinkage, nb.shrink_outer[0, 0, 0], dict(school=1)),
+             (ex.check_crossed_em_step, ex.crossed_em_step_dense(cd["rt"], cd["subject"], cd["item"],
+                                                                  3000.0, 3000.0, 5000.0)[0], dict(factor="subject"))]
+    ex.reset()
+    for check, value, kw in right:
+        assert _said(check, value, **kw)[0] is True
+        texts = [_said(check, value * 0.9, **kw) for _ in range(2)]
+        assert all(ok is False for ok, _ in texts)
+        assert "Hint:" in texts[0][1] and "Stronger hint:" in texts[1][1]
+        for _, text in texts:
+            for digits in (2, 3, 4):
+                assert f"{value:.{digits}f}" not in text, (check.__name__, text)
+
+
+def test_exercise_checks_refuse_bad_input():
+    from teachlmm import exercises as ex
+    with pytest.raises(tl.TeachLMMError, match="schools are numbered"):
+        ex.check_class_shrinkage(0.5, school=99)
+    with pytest.raises(tl.TeachLMMError, match="has classes"):
+        ex.check_class_shrinkage(0.5, school=1, klass=40)
+    with pytest.raises(ex.AnswerError):
+        ex.check_school_shrinkage("0.9")
+    with pytest.raises(tl.TeachLMMError, match="'subject' or 'item'"):
+        ex.check_crossed_em_step(3000.0, factor="subjects")
