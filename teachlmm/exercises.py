@@ -1171,7 +1171,7 @@ def check_crossed_em_step(answer, factor="subject", tau2_subject=3000.0, tau2_it
     --------
     >>> import teachlmm as tl
     >>> tl.exercises.check_crossed_em_step(3000.0)
-    Not yet: you said 3000.0000.
+    Not yet: you said 3000.00.
     Hint: E-step: the BLUPs of both factors at these variances and their conditional variances (diagonal of the joint inverse); M-step: the mean over the subject levels of b_hat^2 + Var(b | y).
     False
     """
