@@ -57,8 +57,7 @@ Step through it::
 """
 import math
 import time
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -67,10 +66,11 @@ import scipy.sparse as sp
 import scipy.special
 
 from . import convergence, diagnostics, validators
-from .errors import TeachLMMError
+from .errors import DesignError, TeachLMMError
 from .gibbs import Prior
 from .huang_wand import NU
 from .multilevel import MultilevelModel
+from .multilevel_mme import MAX_SCHUR_BYTES
 from .tables import format_table
 
 __all__ = ["UPDATES", "TermPrior", "MultilevelPrior", "resolve_prior", "CrossProducts", "draw_joint",
@@ -143,7 +143,8 @@ def _as_prior(spec, where):
             return Prior(**spec)
         except TypeError as e:
             raise TeachLMMError(f"prior for {where}: {e}; the keywords are nu0, S0, A (for G), "
-                                "a0, b0, sigma_max, tau2 (for sigma2 and beta)") from None
+                                "a0, b0, sigma_max, tau2 (for sigma2 and beta); a prior per term is a dict keyed "
+                                "by the terms' names and 'Residual'") from None
     raise TeachLMMError(f"prior for {where} must be a teachlmm.gibbs.Prior or a dict of its keywords, got {spec!r}")
 
 
@@ -207,7 +208,7 @@ def resolve_prior(model, prior=None):
     >>> m = MultilevelModel("strength ~ 1 + (1 | batch/cask)", tl.read_csv("tests/reference/data/pastes.csv"))
     >>> p = resolve_prior(m, {"batch": tl.gibbs.Prior(nu0=2, S0=[[2]]), "Residual": tl.gibbs.Prior(a0=1, b0=1)})
     >>> print(p.describe())      # doctest: +NORMALIZE_WHITESPACE
-    beta flat; G[cask:batch] ~ Huang-Wand(nu = 2, A = [1.77]); G[batch] ~ InvWishart(nu0 = 2, S0 = [[2]]);
+    beta flat; G[cask:batch] ~ Huang-Wand(nu = 2, A = [3.238]); G[batch] ~ InvWishart(nu0 = 2, S0 = [[2]]);
     sigma2 ~ InvGamma(a0 = 1, b0 = 1)
     """
     if isinstance(prior, MultilevelPrior):
@@ -273,10 +274,13 @@ class CrossProducts:
     Attributes
     ----------
     grams : list of (J_k, q_k, q_k)   Z_kj'Z_kj per level of each term.
-    Zs : list of sparse n x (J_k q_k)   Z_k (for the residuals and Z_k'r).
-    B0 : sparse (J_1 q_1, m + p + 1)   Z_1'W with W = [Z_2 .. Z_K, X, y].
-    C0 : dense (m + p + 1)^2           W'W.
+    codes, Zcols : per term, the level of every row and its Z columns (n, q_k).
+    B0 : sparse (J_1 q_1, M)         Z_1'W with W = [Z_2 .. Z_K, X, y], M = m + p + 1 columns.
+    C0 : dense (M, M)                W'W.
     XtX : (p, p).   m : sum_{k>1} J_k q_k.
+    pairs : for models with q_k = 1 throughout, the nonzeros of B0 as (row, col, value) and, per row,
+        every pair of its nonzeros, so that B'DB = sum_i d_i B0_i'B0_i is one ``bincount`` (no sparse
+        matrix objects in the sweep; see :func:`draw_joint`).
     """
 
     def __init__(self, model):
@@ -285,20 +289,51 @@ class CrossProducts:
         self.n, self.p = model.n, model.p
         self.qs, self.Js = [t.q for t in terms], [t.J for t in terms]
         self.grams = [t.gram_blocks() for t in terms]
-        self.Zs = [t.sparse() for t in terms]
-        W0 = sp.hstack(self.Zs[1:] + [sp.csr_matrix(np.column_stack([model.X, model.y]))], format="csc")
-        self.B0 = (self.Zs[0].T @ W0).tocsr()
-        self.C0 = (W0.T @ W0).toarray()
+        self.codes, self.Zcols = [t.codes for t in terms], [t.Z for t in terms]
+        Zs = [t.sparse() for t in terms]
         self.m = sum(J * q for J, q in zip(self.Js[1:], self.qs[1:]))
+        if (self.m + self.p + 1) ** 2 * 8 > MAX_SCHUR_BYTES:
+            raise DesignError(f"the terms after {terms[0].name!r} have {self.m} random effects together; the joint "
+                              f"draw's dense Schur complement would need {(self.m + self.p + 1) ** 2 * 8 / 1e9:.1f} "
+                              "GB. With two crossed factors of many thousands of levels each, a sparse Cholesky is "
+                              "needed (not in teachlmm)")
+        W0 = sp.hstack(Zs[1:] + [sp.csr_matrix(np.column_stack([model.X, model.y]))], format="csc")
+        self.B0 = (Zs[0].T @ W0).tocsr()
+        self.B0.sort_indices()
+        self.C0 = (W0.T @ W0).toarray()
+        self.M = self.m + self.p + 1
         self.XtX = model.X.T @ model.X
         self.y, self.X = model.y, model.X
+        self.scalar = all(q == 1 for q in self.qs)
+        if self.scalar:
+            self._pair_lists()
+
+    def _pair_lists(self):
+        """Nonzeros of B0 (rows, cols, vals) and all pairs (a, b) of nonzeros sharing a row, for E'E."""
+        B = self.B0.tocoo()
+        self.rows, self.cols, self.vals = B.row, B.col, B.data
+        counts = np.diff(self.B0.indptr)
+        starts = self.B0.indptr[:-1]
+        rows_of_pairs = np.repeat(np.arange(counts.size), counts ** 2)
+        offset = np.arange(rows_of_pairs.size) - np.repeat(np.cumsum(counts ** 2) - counts ** 2, counts ** 2)
+        c = counts[rows_of_pairs]
+        i = starts[rows_of_pairs] + offset // c                   # first nonzero of the pair (index into vals)
+        j = starts[rows_of_pairs] + offset % c                    # second
+        self.pair_row, self.pair_i, self.pair_j = rows_of_pairs, i, j
+        self.pair_flat = self.cols[i] * self.M + self.cols[j]     # where B_ia B_ib lands in the M x M matrix
+        self.pair_prod = self.vals[i] * self.vals[j]
 
     def residual(self, beta, bs):
-        """r = y - X beta - sum_k Z_k b_k for one chain (an n-vector)."""
+        """r = y - X beta - sum_k Z_k b_k for one chain (an n-vector): row i takes z_ki'b_k,level(i)."""
         r = self.y - self.X @ beta
-        for Z, b in zip(self.Zs, bs):
-            r -= Z @ b.ravel()
+        for codes, Z, b in zip(self.codes, self.Zcols, bs):
+            r -= (Z * b[codes]).sum(1)
         return r
+
+    def Zt(self, k, r):
+        """Z_k'r per level: (J_k, q_k), one bincount per column."""
+        Z, codes, J = self.Zcols[k], self.codes[k], self.Js[k]
+        return np.stack([np.bincount(codes, Z[:, a] * r, minlength=J) for a in range(Z.shape[1])], axis=1)
 
 
 # ----------------------------------------------------------------------------
@@ -317,7 +352,8 @@ def draw_joint(xp, Ts, sigma2, inv_tau2, z):
     Given (G, sigma2), x ~ N(mean, sigma2 P^-1) with the penalised normal equations' matrix::
 
         P = [ A_11   B_r ]     A_11 = blockdiag_j (T_1'Z_1j'Z_1j T_1 + I) = L_1 L_1'   (per level)
-            [ B_r'   C_r ]     B = Lambda_1'Z_1'W Lambda_W,  C = Lambda_W'W'W Lambda_W (+ I on u_r, + sigma2/tau2 on beta)
+            [ B_r'   C_r ]     B = Lambda_1'Z_1'W Lambda_W,  C = Lambda_W'W'W Lambda_W
+                                                         (+ I on u_r, + sigma2/tau2 on beta)
 
     with W = [Z_2..Z_K, X, y] (y's column carries the right-hand side). Then P = LL' with
     L = [[L_1, 0], [E_r', L_s]], E = L_1^-1 B, and L_s L_s' = S, the Schur complement
@@ -336,22 +372,23 @@ def draw_joint(xp, Ts, sigma2, inv_tau2, z):
     -------
     beta (p,), list of b_k (J_k, q_k).
     """
-    J1, q1, m, p = xp.Js[0], xp.qs[0], xp.m, xp.p
+    J1, q1, m, p, M = xp.Js[0], xp.qs[0], xp.m, xp.p, xp.M
     T1 = Ts[0]
     A11 = np.einsum("ba,jbc,cd->jad", T1, xp.grams[0], T1) + np.eye(q1)       # T_1'Z_1j'Z_1j T_1 + I
     L1inv = np.linalg.inv(np.linalg.cholesky(A11))                           # L_1j^-1, (J_1, q1, q1)
-    if all(q == 1 for q in xp.qs):                                           # Lambda's are diagonal: scale
-        d1 = np.repeat(T1[0, 0], J1)
+    if xp.scalar:       # every q_k = 1: Lambda's are diagonal, E = diag(e1) B0 diag(dW), E'E one bincount
+        e1 = T1[0, 0] * L1inv[:, 0, 0]                                       # L_1j^-1 T_1 per level
         dW = np.concatenate([np.repeat(T[0, 0], J) for T, J in zip(Ts[1:], xp.Js[1:])] + [np.ones(p + 1)])
-        E = sp.diags(d1 * L1inv[:, 0, 0]) @ xp.B0 @ sp.diags(dW)             # L_1^-1 Lambda_1'Z_1'W Lambda_W
-        Cw = dW[:, None] * xp.C0 * dW[None, :]                               # Lambda_W'W'W Lambda_W
+        EtE = np.bincount(xp.pair_flat, xp.pair_prod * e1[xp.pair_row] ** 2, minlength=M * M).reshape(M, M)
+        S = dW[:, None] * (xp.C0 - EtE) * dW[None, :]                        # Lambda_W'(W'W - B0'D B0)Lambda_W
+        E_vals = xp.vals * e1[xp.rows] * dW[xp.cols]
+        E_times = lambda x: np.bincount(xp.rows, E_vals * x[xp.cols], minlength=J1)   # noqa: E731  (E x)
     else:
         LamW = sp.block_diag([_kron_eye(J, T) for J, T in zip(xp.Js[1:], Ts[1:])] + [sp.identity(p + 1)],
                              format="csr")
-        E = _block_diag(L1inv) @ (_kron_eye(J1, T1).T @ xp.B0 @ LamW)
-        Cw = np.asarray(LamW.T @ (LamW.T @ xp.C0).T)
-    E = sp.csr_matrix(E)
-    S = Cw - (E.T @ E).toarray()                                             # Schur complement, y appended
+        E = sp.csr_matrix(_block_diag(L1inv) @ (_kron_eye(J1, T1).T @ xp.B0 @ LamW))
+        S = np.asarray(LamW.T @ (LamW.T @ xp.C0).T) - (E.T @ E).toarray()   # Schur complement, y appended
+        E_times = lambda x: E @ x                                            # noqa: E731
     S[np.arange(m), np.arange(m)] += 1.0                                     # + I (the u_r prior)
     S[np.arange(m, m + p), np.arange(m, m + p)] += sigma2 * inv_tau2         # + sigma2 / tau2 (beta's prior)
     L = scipy.linalg.cholesky(S, lower=True, check_finite=False)
@@ -359,7 +396,7 @@ def draw_joint(xp, Ts, sigma2, inv_tau2, z):
     n1 = J1 * q1
     u_r = scipy.linalg.solve_triangular(L[:-1, :-1], L[-1, :-1] + sigma * z[n1:], lower=True, trans="T",
                                         check_finite=False)                 # u_r = L_s'^-1 (c + sigma z_r)
-    w1 = np.asarray(E[:, -1].toarray()).ravel() - E[:, :-1] @ u_r + sigma * z[:n1]
+    w1 = -E_times(np.append(u_r, -1.0)) + sigma * z[:n1]                   # E_y - E_r u_r + sigma z_1
     u1 = np.einsum("jba,jb->ja", L1inv, w1.reshape(J1, q1))                  # L_1j'^-1 w_1j
     us, start = [u1], 0
     for J, q in zip(xp.Js[1:], xp.qs[1:]):
@@ -383,24 +420,24 @@ def draw_factorwise(xp, Ts, sigma2, inv_tau2, beta, bs, z):
     but ordered (beta's p, then each term's J_k q_k).
     """
     p, sigma = xp.p, math.sqrt(sigma2)
-    fitted = [Z @ b.ravel() for Z, b in zip(xp.Zs, bs)]
+    fitted = [(Z * b[codes]).sum(1) for codes, Z, b in zip(xp.codes, xp.Zcols, bs)]
     P = xp.XtX + np.diag(np.broadcast_to(sigma2 * inv_tau2, (p,)))
     R = np.linalg.cholesky(P)
     rhs = xp.X.T @ (xp.y - sum(fitted))
     mean_w = scipy.linalg.solve_triangular(R, rhs, lower=True)
-    beta = scipy.linalg.solve_triangular(R, mean_w + sigma * z[:p], lower=True, trans="T")   # R'^-1 (R^-1 X'r + sigma z)
+    beta = scipy.linalg.solve_triangular(R, mean_w + sigma * z[:p], lower=True, trans="T")  # R'^-1(R^-1X'r + sigma z)
     r_fixed = xp.y - xp.X @ beta
     new, start = list(bs), p
-    for k, (Z, T, gram) in enumerate(zip(xp.Zs, Ts, xp.grams)):
+    for k, (T, gram) in enumerate(zip(Ts, xp.grams)):
         J, q = gram.shape[0], gram.shape[1]
         r = r_fixed - (sum(fitted) - fitted[k])                              # r_k
-        Ztr = np.asarray(Z.T @ r).reshape(J, q) @ T                          # T_k'Z_kj'r_kj, per level (rows)
+        Ztr = xp.Zt(k, r) @ T                                                # T_k'Z_kj'r_kj, per level (rows)
         A = np.einsum("ba,jbc,cd->jad", T, gram, T) + np.eye(q)
         Linv = np.linalg.inv(np.linalg.cholesky(A))
         w = np.einsum("jab,jb->ja", Linv, Ztr) + sigma * z[start:start + J * q].reshape(J, q)
         u = np.einsum("jba,jb->ja", Linv, w)                                 # L'^-1 (L^-1 T'Z'r + sigma z)
         new[k] = u @ T.T
-        fitted[k] = Z @ new[k].ravel()
+        fitted[k] = (xp.Zcols[k] * new[k][xp.codes[k]]).sum(1)
         start += J * q
     return beta, new
 
@@ -468,8 +505,9 @@ def draw_sigma2(ssr, n, prior, rngs):
     shape, rate = (n - 1) / 2.0, ssr / 2.0
     u = np.array([1.0 - rng.random() for rng in rngs])                       # U(0, 1]
     tail = scipy.special.gammaincc(shape, rate / prior.sigma_max ** 2)        # Q(shape, rate x0)
-    x = scipy.special.gammainccinv(shape, u * tail) / rate
-    return 1.0 / np.maximum(x, 1.0 / prior.sigma_max ** 2)
+    x0 = 1.0 / prior.sigma_max ** 2
+    x = np.where(tail > 0, scipy.special.gammainccinv(shape, u * tail) / rate, x0)   # tail 0: sigma at its bound
+    return 1.0 / np.maximum(x, x0)
 
 
 # ----------------------------------------------------------------------------
