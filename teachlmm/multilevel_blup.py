@@ -127,17 +127,17 @@ class NestedBLUP(NamedTuple):
         The outer level (index into groups_outer) of every inner level.
     beta : (p,)
         The GLS estimate of the fixed effects.
-    ranef_outer, ranef_inner : (I, q), (C, q)
-        a_hat_i and c_hat_ij.
-    condvar_outer, condvar_inner : (I, q, q), (C, q, q)
+    ranef_outer, ranef_inner : (I, q_s), (C, q_c)
+        a_hat_i and c_hat_ij (q_s, q_c: the outer and inner term's columns; equal for ``school/class``).
+    condvar_outer, condvar_inner : (I, q_s, q_s), (C, q_c, q_c)
         Var(a_i | y) and Var(c_ij | y) given beta_hat (lme4's condVar).
-    shrink_outer, shrink_inner : (I, q, q), (C, q, q)
+    shrink_outer, shrink_inner : (I, q_s, q_s), (C, q_c, q_c)
         Lambda_i and Lambda_ij (for q = 1 the scalars Lambda_i and lambda_ij as 1 x 1 matrices).
-    own_outer, own_inner : (I, q), (C, q)
+    own_outer, own_inner : (I, q_s), (C, q_c)
         a_own_i, the school's own estimate from its classes, and b_own_ij, the class's own
         least-squares fit of its residuals y - X beta_hat (it estimates a_i + c_ij; for a random
         intercept, the class's mean residual r_bar_ij). NaN where not identified.
-    precision_outer : (I, q, q)
+    precision_outer : (I, q_s, q_s)
         W_i, the school's information about a_i from its classes.
     """
 
@@ -166,8 +166,9 @@ class NestedBLUP(NamedTuple):
         return np.sqrt(np.diagonal(self.condvar_inner, axis1=1, axis2=2))
 
     def __repr__(self):
+        qc, qs = self.ranef_inner.shape[1], self.ranef_outer.shape[1]
         return (f"NestedBLUP({self.inner!r} in {self.outer!r}: {self.groups_inner.size} in "
-                f"{self.groups_outer.size} levels, q = {self.ranef_outer.shape[1]})")
+                f"{self.groups_outer.size} levels, q = {qc if qc == qs else f'{qc} and {qs}'})")
 
 
 def _nesting(model):
