@@ -379,8 +379,9 @@ def draw_joint(xp, Ts, sigma2, inv_tau2, z):
     if xp.scalar:       # every q_k = 1: Lambda's are diagonal, E = diag(e1) B0 diag(dW), E'E one bincount
         e1 = T1[0, 0] * L1inv[:, 0, 0]                                       # L_1j^-1 T_1 per level
         dW = np.concatenate([np.repeat(T[0, 0], J) for T, J in zip(Ts[1:], xp.Js[1:])] + [np.ones(p + 1)])
-        EtE = np.bincount(xp.pair_flat, xp.pair_prod * e1[xp.pair_row] ** 2, minlength=M * M).reshape(M, M)
-        S = dW[:, None] * (xp.C0 - EtE) * dW[None, :]                        # Lambda_W'(W'W - B0'D B0)Lambda_W
+        BDB = np.bincount(xp.pair_flat, xp.pair_prod * e1[xp.pair_row] ** 2,
+                          minlength=M * M).reshape(M, M)                     # B0'D B0, D = diag(e1^2)
+        S = dW[:, None] * (xp.C0 - BDB) * dW[None, :]                        # W'W - E'E, scaled by Lambda_W
         E_vals = xp.vals * e1[xp.rows] * dW[xp.cols]
         E_times = lambda x: np.bincount(xp.rows, E_vals * x[xp.cols], minlength=J1)   # noqa: E731  (E x)
     else:

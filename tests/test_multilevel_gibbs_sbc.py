@@ -17,6 +17,10 @@ Both run the default joint update; the crossed model also the factorwise update 
 only slower to mix). Deliberately broken samplers must fail: G_k | b_k drawn from half the scatter
 sum_j b_kj b_kj', and a joint draw that loses the coupling of the largest factor to the rest (its
 levels drawn around the conditional mean of the Schur part instead of its draw).
+
+Measured (seed 2020, 200 replications): smallest p-value crossed/joint 0.38, nested/joint 0.041
+(G[inner:outer]; 0.29 at seed 7), crossed/factorwise 0.47; half the scatter 4e-235 (G[col]),
+the uncoupled joint draw 7e-7 (sigma2). Each configuration takes about a minute of CPU.
 """
 import numpy as np
 import pytest
@@ -118,7 +122,7 @@ def test_rank_histograms_are_uniform(name, update):
 def test_G_from_half_the_scatter_fails_calibration(monkeypatch):
     right = mg._draw_G
     monkeypatch.setattr(mg, "_draw_G", lambda b, G_now, tp, rngs: right(b / np.sqrt(2), G_now, tp, rngs))
-    params, ranks = sbc_ranks("crossed")
+    params, ranks = sbc_ranks("crossed", replications=100)        # 200 gave p = 4e-235 for G[col]
     pvalues, counts = uniformity_pvalues(ranks)
     assert pvalues.min() < LEVEL / len(params), report(params, pvalues, counts)
 
