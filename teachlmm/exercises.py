@@ -957,3 +957,234 @@ def solution(n):
         shown = str(value) if isinstance(value, int) else _show(value)
         print(f"{'Exercise ' + str(n) + ': ' if i == 0 else '  '}{what} = {shown}")
     print(f"How: {_RECIPES[int(n)]}")
+
+
+# ----------------------------------------------------------------------------
+# chapter "Several grouping factors": exercises 14-16 (simulated data of teachlmm.multilevel_data)
+# ----------------------------------------------------------------------------
+# These checks join ``__all__`` and ``solution(n)`` once tests/test_exercises.py
+# (which pins the checks and the numbering 1..13) is updated with them.
+
+from scipy.optimize import minimize  # noqa: E402  (the section's own imports, kept with it)
+
+from .multilevel_data import simulate_crossed, simulate_schools  # noqa: E402
+
+SCHOOLS_SEED, CROSSED_SEED = 7, 1          # the data of the chapter
+NESTED_FORMULA = "score ~ 1 + prior + (1 | school/class)"
+
+
+@lru_cache(maxsize=1)
+def _schools():
+    return simulate_schools(seed=SCHOOLS_SEED)[0]
+
+
+@lru_cache(maxsize=1)
+def _crossed():
+    return simulate_crossed(seed=CROSSED_SEED)[0]
+
+
+def nested_intercepts_reml(y, X, school, klass):
+    """REML fit of ``y ~ X + (1 | school/class)`` through each school's explicit V_i^-1.
+
+    With the ratios r_s = tau2_s / sigma2 and r_c = tau2_c / sigma2, school i's
+    covariance is sigma2 V~_i, V~_i = B_i + r_s 11', B_i = blockdiag_j(I + r_c 11')
+    over its classes. Both have explicit inverses and determinants (Sherman-Morrison
+    twice, as :func:`random_intercept_reml` does once)::
+
+        B_i^-1 = blockdiag_j(I - c_j 11'),  c_j = r_c / (1 + n_j r_c),  log|B_i| = sum_j log(1 + n_j r_c)
+        u'V~_i^-1 v = u'B_i^-1 v - r_s (1'B_i^-1 u)(1'B_i^-1 v) / (1 + r_s m_i),
+        1'B_i^-1 u = sum_j (1'u_j) / (1 + n_j r_c),  m_i = 1'B_i^-1 1 = sum_j n_j / (1 + n_j r_c),
+        log|V~_i| = log|B_i| + log(1 + r_s m_i),
+
+    so the REML criterion is a sum over classes and schools; sigma2 is profiled out
+    and the two log-ratios are found by Nelder-Mead. A road apart from the
+    mixed-model equations of :mod:`teachlmm.multilevel_mme`: for checks.
+
+    Parameters
+    ----------
+    y : (n,).   X : (n, p).   school : (n,) school labels.   klass : (n,) class labels within school.
+
+    Returns
+    -------
+    dict with tau2_school, tau2_class, sigma2, beta.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from teachlmm.multilevel_data import simulate_schools
+    >>> d, _ = simulate_schools(n_schools=10, seed=3)
+    >>> X = np.column_stack([np.ones(d["score"].size), d["prior"]])
+    >>> fit = nested_intercepts_reml(d["score"], X, d["school"], d["class"])
+    >>> sorted(fit)
+    ['beta', 'sigma2', 'tau2_class', 'tau2_school']
+    """
+    y, X = np.asarray(y, float), np.asarray(X, float)
+    n, p = X.shape
+    D = np.column_stack([X, y])                                         # [X, y]
+    pairs, cls = np.unique(np.column_stack([school, klass]), axis=0, return_inverse=True)
+    cls = cls.ravel()
+    sch = np.unique(pairs[:, 0], return_inverse=True)[1].ravel()        # the school of every class
+    n_j = np.bincount(cls).astype(float)
+    sums = np.stack([np.bincount(cls, weights=D[:, k]) for k in range(p + 1)], axis=1)   # 1'[X, y]_j
+    DtD = D.T @ D
+
+    def pieces(log_ratios):
+        rs, rc = np.exp(log_ratios)
+        c = rc / (1 + n_j * rc)
+        C = DtD - np.einsum("j,ja,jb->ab", c, sums, sums)                # [X, y]'B^-1[X, y]
+        e = np.stack([np.bincount(sch, weights=sums[:, k] / (1 + n_j * rc)) for k in range(p + 1)], axis=1)
+        m = np.bincount(sch, weights=n_j / (1 + n_j * rc))               # 1'B_i^-1 1 per school
+        C -= np.einsum("i,ia,ib->ab", rs / (1 + rs * m), e, e)           # ... - r_s (1'B^-1 u)(1'B^-1 v) / (1 + r_s m)
+        logdet = np.log1p(n_j * rc).sum() + np.log1p(rs * m).sum()
+        beta = np.linalg.solve(C[:p, :p], C[:p, p])
+        return beta, C[p, p] - C[:p, p] @ beta, logdet, C[:p, :p]
+
+    def criterion(log_ratios):
+        _, Q, logdet, XVX = pieces(log_ratios)
+        s2 = Q / (n - p)
+        return (n - p) * (np.log(s2) + 1) + logdet + np.linalg.slogdet(XVX)[1]
+
+    best = minimize(criterion, np.log([0.2, 0.1]), method="Nelder-Mead",
+                    options=dict(xatol=1e-9, fatol=1e-12, maxiter=4000))
+    for _ in range(3):                   # restart from the best point: Nelder-Mead's simplex can stall early
+        best = minimize(criterion, best.x, method="Nelder-Mead", options=dict(xatol=1e-10, fatol=1e-13))
+    beta, Q, _, _ = pieces(best.x)
+    s2 = Q / (n - p)
+    rs, rc = np.exp(best.x)
+    return {"tau2_school": float(rs * s2), "tau2_class": float(rc * s2), "sigma2": float(s2), "beta": beta}
+
+
+@lru_cache(maxsize=1)
+def _schools_fit():
+    d = _schools()
+    X = np.column_stack([np.ones(d["score"].size), d["prior"]])
+    return nested_intercepts_reml(d["score"], X, d["school"], d["class"])
+
+
+def _class_sizes(school):
+    """The pupils of every class of one school, by class number, or a clear error."""
+    d = _schools()
+    if isinstance(school, bool) or not isinstance(school, (int, np.integer)) or school not in set(d["school"]):
+        raise TeachLMMError(f"there is no school {school!r}; schools are numbered 1..{int(d['school'].max())}")
+    klass = d["class"][d["school"] == school]
+    labels, n = np.unique(klass, return_counts=True)
+    return labels.astype(int), n
+
+
+def check_class_shrinkage(answer, school=1, klass=2, tol=5e-4):
+    """Exercise 14: the shrinkage factor lambda_ij of one class, at the REML estimates of the schools data.
+
+    lambda_ij = tau2_class / (tau2_class + sigma2 / n_ij), with the model
+    ``score ~ 1 + prior + (1 | school/class)`` fitted to
+    ``simulate_schools(seed=7)``. The check fits it itself, school by school
+    (:func:`nested_intercepts_reml`).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_class_shrinkage(0.5, school=1, klass=2)
+    Not yet: you said 0.5000.
+    Hint: lambda_ij = tau2_class / (tau2_class + sigma2 / n_ij): the class's own mean has sampling variance sigma2 / n_ij, and the class effects vary by tau2_class (fit.Gs['class:school']).
+    False
+    """
+    answer = _number(answer, "check_class_shrinkage")
+    labels, n = _class_sizes(school)
+    if isinstance(klass, bool) or not isinstance(klass, (int, np.integer)) or klass not in labels:
+        raise TeachLMMError(f"school {school} has classes {labels.min()}..{labels.max()}; got {klass!r}")
+    f = _schools_fit()
+    n_ij = int(n[list(labels).index(klass)])
+    expected = f["tau2_class"] / (f["tau2_class"] + f["sigma2"] / n_ij)
+    hint = ("lambda_ij = tau2_class / (tau2_class + sigma2 / n_ij): the class's own mean has sampling variance "
+            "sigma2 / n_ij, and the class effects vary by tau2_class (fit.Gs['class:school']).")
+    if np.isclose(answer, f["tau2_school"] / (f["tau2_school"] + f["sigma2"] / n_ij), atol=tol):
+        hint = "you used the school variance; a class's effect varies by tau2_class, fit.Gs['class:school']."
+    stronger = (f"fit = tl.multilevel.fit('{NESTED_FORMULA}', data); n_ij = number of pupils with school == "
+                f"{school} and class == {klass}; t2c = fit.Gs['class:school'][0, 0]; t2c / (t2c + fit.sigma2 / n_ij)")
+    return _verdict(abs(answer - expected) <= tol, f"lambda of class {klass} in school {school}", expected,
+                    answer, hint, stronger, ("class_shrinkage", school, klass))
+
+
+def check_school_shrinkage(answer, school=1, tol=5e-4):
+    """Exercise 15: the shrinkage factor Lambda_i of one school, at the REML estimates of the schools data.
+
+    Lambda_i = tau2_school / (tau2_school + 1 / W_i), W_i = sum_j 1 / (tau2_class + sigma2 / n_ij)
+    over the school's classes. The check fits the model itself (:func:`nested_intercepts_reml`).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_school_shrinkage(0.5, school=1)
+    Not yet: you said 0.5000.
+    Hint: Lambda_i = tau2_school / (tau2_school + 1 / W_i), where W_i adds up the precisions 1 / (tau2_class + sigma2 / n_ij) of the school's class means.
+    False
+    """
+    answer = _number(answer, "check_school_shrinkage")
+    _, n = _class_sizes(school)
+    f = _schools_fit()
+    W = np.sum(1 / (f["tau2_class"] + f["sigma2"] / n))
+    expected = f["tau2_school"] / (f["tau2_school"] + 1 / W)
+    hint = ("Lambda_i = tau2_school / (tau2_school + 1 / W_i), where W_i adds up the precisions "
+            "1 / (tau2_class + sigma2 / n_ij) of the school's class means.")
+    if np.isclose(answer, f["tau2_school"] / (f["tau2_school"] + f["sigma2"] / n.sum()), atol=tol):
+        hint = ("that treats the school's pupils as independent (sigma2 / n_i); its class means also carry "
+                "the class effects: each has variance tau2_class + sigma2 / n_ij.")
+    stronger = ("t2s, t2c = fit.Gs['school'][0, 0], fit.Gs['class:school'][0, 0]; n_ij = pupils per class of the "
+                "school; W = sum(1 / (t2c + fit.sigma2 / n_ij)); t2s / (t2s + 1 / W)")
+    return _verdict(abs(answer - expected) <= tol, f"Lambda of school {school}", expected, answer, hint,
+                    stronger, ("school_shrinkage", school))
+
+
+def crossed_em_step_dense(y, subject, item, tau2_subject, tau2_item, sigma2):
+    """One ML EM step for ``y ~ 1 + (1 | subject) + (1 | item)`` with the dense n x n V (for checks).
+
+    E-step at (tau2_subject, tau2_item, sigma2): beta_hat by GLS, b_hat = G Z'V^-1 (y - 1 beta_hat),
+    Var(b | y, beta) = G - G Z'V^-1 Z G; M-step: each tau2_new = mean over its levels of b_hat^2 + Var.
+
+    Returns
+    -------
+    (tau2_subject_new, tau2_item_new)
+    """
+    s = np.unique(subject, return_inverse=True)[1]
+    t = np.unique(item, return_inverse=True)[1]
+    Z = np.hstack([np.eye(s.max() + 1)[s], np.eye(t.max() + 1)[t]])
+    g = np.concatenate([np.full(s.max() + 1, tau2_subject), np.full(t.max() + 1, tau2_item)])
+    V = (Z * g) @ Z.T + sigma2 * np.eye(len(y))
+    Vi = np.linalg.inv(V)
+    one = np.ones(len(y))
+    beta = (one @ Vi @ y) / (one @ Vi @ one)
+    GZV = (Z * g).T @ Vi
+    b = GZV @ (y - beta)
+    var = g - np.einsum("kn,nk->k", GZV, Z * g)
+    m = b ** 2 + var
+    return float(m[:s.max() + 1].mean()), float(m[s.max() + 1:].mean())
+
+
+def check_crossed_em_step(answer, factor="subject", tau2_subject=3000.0, tau2_item=3000.0, sigma2=5000.0,
+                          tol=5e-3):
+    """Exercise 16: one ML EM step for ``rt ~ 1 + (1 | subject) + (1 | item)`` on ``simulate_crossed(seed=1)``.
+
+    From (tau2_subject, tau2_item, sigma2), the new variance of ``factor``
+    ("subject" or "item"): the mean over its levels of b_hat^2 + Var(b | y).
+    The check takes the textbook road with the dense n x n V (:func:`crossed_em_step_dense`).
+
+    Examples
+    --------
+    >>> import teachlmm as tl
+    >>> tl.exercises.check_crossed_em_step(3000.0)
+    Not yet: you said 3000.00.
+    Hint: E-step: the BLUPs of both factors at these variances and their conditional variances (diagonal of the joint inverse); M-step: the mean over the subject levels of b_hat^2 + Var(b | y).
+    False
+    """
+    answer = _number(answer, "check_crossed_em_step")
+    if factor not in ("subject", "item"):
+        raise TeachLMMError(f"factor must be 'subject' or 'item'; got {factor!r}")
+    d = _crossed()
+    new = crossed_em_step_dense(d["rt"], d["subject"], d["item"], tau2_subject, tau2_item, sigma2)
+    expected = new[0] if factor == "subject" else new[1]
+    hint = (f"E-step: the BLUPs of both factors at these variances and their conditional variances (diagonal "
+            f"of the joint inverse); M-step: the mean over the {factor} levels of b_hat^2 + Var(b | y).")
+    stronger = ("build Z = [Z_subject, Z_item] and solve the mixed-model equations with the penalty "
+                "sigma2 / tau2 on each block; Var(b | y) = sigma2 times the diagonal of the inverse of the b-block "
+                "of their matrix (beta given); average b_hat^2 + Var over the levels of the factor")
+    return _verdict(abs(answer - expected) <= tol * abs(expected), f"the new {factor} variance", expected,
+                    answer, hint, stronger, ("crossed_em_step", factor), digits=2)
