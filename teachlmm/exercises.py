@@ -64,9 +64,9 @@ __all__ = ["M0", "M1", "M3", "M4", "AnswerError", "solution", "reset",
            "check_county_mean", "check_shrinkage_factor", "check_partial_pooling", "check_icc",
            "check_county2_line", "check_composite_variance", "check_alpha_beta",
            "check_reml_criterion", "check_em_step", "check_blup", "check_split_rhat",
-           "check_alpha_rmse",
+           "check_alpha_rmse", "check_class_shrinkage", "check_school_shrinkage", "check_crossed_em_step",
            "random_intercept_reml", "dense_gls_blup", "dense_reml_criterion", "dense_em_step",
-           "split_rhat"]
+           "split_rhat", "nested_intercepts_reml", "crossed_em_step_dense"]
 
 M0, M1, M3, M4 = (RADON_MODELS[k] for k in ("M0", "M1", "M3", "M4"))
 LOG_2PI = np.log(2 * np.pi)
@@ -920,6 +920,17 @@ def _solution_values(n):
         return [("BLUPs (first 2 counties)", b[:2])]
     if n == 13:
         return [("RMSE of alpha_hat_j, seed 21", _alpha_rmse(21, 85))]
+    if n in (14, 15):
+        f, (labels, sizes) = _schools_fit(), _class_sizes(1)
+        if n == 14:
+            n_12 = int(sizes[list(labels).index(2)])
+            return [("n_12", n_12), ("lambda_12", f["tau2_class"] / (f["tau2_class"] + f["sigma2"] / n_12))]
+        W = np.sum(1 / (f["tau2_class"] + f["sigma2"] / sizes))
+        return [("W_1", W), ("Lambda_1", f["tau2_school"] / (f["tau2_school"] + 1 / W))]
+    if n == 16:
+        d = _crossed()
+        new = crossed_em_step_dense(d["rt"], d["subject"], d["item"], 3000.0, 3000.0, 5000.0)
+        return [("new tau2_subject", new[0]), ("new tau2_item", new[1])]
     raise TeachLMMError(f"there is no exercise {n!r}; the exercises are numbered 1..{len(_RECIPES)}")
 
 
@@ -938,11 +949,17 @@ _RECIPES = {
     11: "split in halves; W = mean within-half variance, B/n = variance of half means; sqrt(((n-1)/n W + B/n) / W)",
     12: "tl.MixedModelResult(model3, np.diag([0.3, 0.3]), 0.55).ranef",
     13: "alpha_hat = fit.coef[:, 0] + fit.coef[:, 2] * truth['u']; sqrt(mean((alpha_hat - truth['alpha'])**2))",
+    14: "fit = tl.multilevel.fit(NESTED_FORMULA, simulate_schools(seed=7)); t2c = fit.Gs['class:school'][0, 0]; "
+        "t2c / (t2c + fit.sigma2 / n_12)",
+    15: "W_1 = sum over school 1's classes of 1 / (t2c + fit.sigma2 / n_1j); t2s = fit.Gs['school'][0, 0]; "
+        "t2s / (t2s + 1 / W_1)",
+    16: "E-step at the given variances: b_hat and Var(b | y) of both factors from the joint mixed-model equations; "
+        "M-step: mean of b_hat^2 + Var over each factor's levels",
 }
 
 
 def solution(n):
-    """Show the answer of exercise n (1..13) and how to compute it: only when you ask.
+    """Show the answer of exercise n (1..16) and how to compute it: only when you ask.
 
     Examples
     --------
@@ -962,8 +979,6 @@ def solution(n):
 # ----------------------------------------------------------------------------
 # chapter "Several grouping factors": exercises 14-16 (simulated data of teachlmm.multilevel_data)
 # ----------------------------------------------------------------------------
-# These checks join ``__all__`` and ``solution(n)`` once tests/test_exercises.py
-# (which pins the checks and the numbering 1..13) is updated with them.
 
 from scipy.optimize import minimize  # noqa: E402  (the section's own imports, kept with it)
 

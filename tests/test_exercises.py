@@ -256,8 +256,8 @@ def test_bad_input_says_what_to_do():
         ex.check_reml_criterion(2000.0, [[0.1]], 0.5)
     with pytest.raises(tl.TeachLMMError, match="counties are numbered"):
         ex.check_shrinkage_factor(0.5, county=86)
-    with pytest.raises(tl.TeachLMMError, match="numbered 1..13"):
-        ex.solution(14)
+    with pytest.raises(tl.TeachLMMError, match="numbered 1..16"):
+        ex.solution(17)
 
 
 def test_every_check_returns_a_bool_and_is_used_in_the_book():
@@ -301,6 +301,24 @@ def _wrong_calls(radon, lme4):
         (ex.check_split_rhat, (2.0, x), {}, [ex.split_rhat(x)]),
         (ex.check_blup, (np.zeros_like(b), G3, m3["sigma2"]), {}, b.ravel()[:4]),
         (ex.check_alpha_rmse, (0.9,), {"seed": 21}, None),
+        *_several_factor_calls(),
+    ]
+
+
+def _several_factor_calls():
+    """Wrong answers for exercises 14-16; the expected values by another road (tl.multilevel.fit, its EM step)."""
+    from teachlmm.multilevel_data import simulate_crossed, simulate_schools
+    schools = simulate_schools(seed=7)
+    schools = schools[0] if isinstance(schools, tuple) else schools
+    fit = tl.multilevel.fit(ex.NESTED_FORMULA, schools)
+    t2c, t2s = fit.Gs["class:school"][0, 0], fit.Gs["school"][0, 0]
+    n1 = np.unique(np.asarray(schools["class"])[np.asarray(schools["school"]) == 1], return_counts=True)
+    n_12 = n1[1][list(n1[0]).index(2)]
+    W = np.sum(1 / (t2c + fit.sigma2 / n1[1]))
+    return [
+        (ex.check_class_shrinkage, (0.1,), {"school": 1, "klass": 2}, [t2c / (t2c + fit.sigma2 / n_12)]),
+        (ex.check_school_shrinkage, (0.1,), {"school": 1}, [t2s / (t2s + 1 / W)]),
+        (ex.check_crossed_em_step, (10.0,), {"factor": "subject"}, None),
     ]
 
 
@@ -318,6 +336,8 @@ def test_a_wrong_answer_never_prints_the_expected_value(radon, lme4):
         first, second = texts[0][1], texts[1][1]
         assert "Hint:" in first and "Stronger hint:" not in first, check.__name__
         assert "Stronger hint:" in second, check.__name__
+        if expected is None and check is ex.check_crossed_em_step:     # its value from solution(16)
+            expected = [float(_solution_text(16).split("tau2_subject = ")[1].split()[0])]
         if expected is None:          # the simulated RMSE: take the value from solution(13)
             expected = [float(_solution_text(13).split("=")[-2].split()[0])]
         for text in (first, second):
@@ -366,3 +386,10 @@ def test_a_string_where_a_number_is_expected_gets_a_clear_error(call):
     with pytest.raises(ex.AnswerError, match="number|text") as err:
         call()
     assert isinstance(err.value, tl.TeachLMMError)
+
+
+def test_several_factor_checks_accept_the_answer_from_another_road():
+    """Exercises 14-15: the checks' own REML (school by school) agrees with tl.multilevel.fit."""
+    for check, _, kwargs, expected in _several_factor_calls()[:2]:
+        assert run(check, expected[0], **kwargs)[0] is True, check.__name__
+        assert run(check, expected[0] + 0.01, **kwargs)[0] is False, check.__name__
