@@ -22,7 +22,8 @@ import warnings
 
 import numpy as np
 
-from .errors import BoundaryWarning, TeachLMMError
+from . import ddf as _ddf, multilevel_ddf
+from .errors import BoundaryWarning, DesignError, TeachLMMError
 from .results import BaseResult
 from .tables import format_column, format_table
 
@@ -244,18 +245,23 @@ class MultilevelResult(BaseResult):
         return draw
 
     # -- printing ------------------------------------------------------------
-    def coef_table(self, ddf=None):
-        """Estimate, Std. Error and t value by fixed effect (lme4's table; no df: see :meth:`summary`)."""
-        if ddf not in (None, "normal"):
-            raise TeachLMMError(f"ddf={ddf!r}: degrees of freedom are not available for models with several "
-                                "grouping factors yet; the table has lme4's Estimate, Std. Error and t value")
-        est = [self.fixef[k] for k in self.fixef_names]
-        se = [self.fixef_se[k] for k in self.fixef_names]
-        return {"Estimate": dict(zip(self.fixef_names, est)), "Std. Error": dict(zip(self.fixef_names, se)),
-                "t value": {k: e / s if s > 0 else float("nan") for k, e, s in zip(self.fixef_names, est, se)}}
+    def coef_table(self, ddf="Satterthwaite"):
+        """lmerTest's table by fixed effect: Estimate, Std. Error, df, t value, Pr(>|t|).
+
+        ``ddf="Satterthwaite"`` (the default, lmerTest's) or ``"normal"`` (z values);
+        see :func:`teachlmm.multilevel_ddf.coef_table`. ``ddf=None`` gives lme4's
+        table (Estimate, Std. Error, t value) without df. Kenward-Roger and
+        between-within are not available for several grouping factors yet (a clear error).
+        """
+        if ddf is None:
+            est = [self.fixef[k] for k in self.fixef_names]
+            se = [self.fixef_se[k] for k in self.fixef_names]
+            return {"Estimate": dict(zip(self.fixef_names, est)), "Std. Error": dict(zip(self.fixef_names, se)),
+                    "t value": {k: e / s if s > 0 else float("nan") for k, e, s in zip(self.fixef_names, est, se)}}
+        return multilevel_ddf.coef_table(self, ddf)
 
     def _fixed_effects_table(self):
-        tab = self.coef_table()
+        tab = self.coef_table(None)
         names = self.fixef_names
         if not names:
             return "(no fixed effects)"
@@ -267,10 +273,12 @@ class MultilevelResult(BaseResult):
     def summary(self, ddf=None):
         """The fit as lmer's ``summary()`` prints it, several factors in one "groups" line.
 
-        The fixed effects have lme4's columns Estimate, Std. Error and t value:
-        degrees of freedom (Satterthwaite, Kenward-Roger) and so p-values are
-        not available for several grouping factors yet, and ``ddf=`` other
-        than None or "normal" is refused rather than ignored.
+        The fixed effects are printed in lmerTest's layout (Estimate, Std. Error,
+        df, t value, Pr(>|t|)) with Satterthwaite's df by default, or z values
+        with ``ddf="normal"``. When the fit has more random effects than
+        :data:`teachlmm.multilevel_ddf.MAX_RANDOM_EFFECTS` (Satterthwaite's
+        algebra here is dense in them) and no ``ddf`` was asked for, the table
+        falls back to lme4's Estimate, Std. Error and t value and says so.
 
         Examples
         --------
@@ -279,13 +287,19 @@ class MultilevelResult(BaseResult):
         >>> print(fit.summary().splitlines()[15])
         Number of obs: 60, groups:  cask:batch, 30; batch, 10
         """
-        self.coef_table(ddf)                          # refuses a ddf it cannot honour
         m = self.model
         groups = "; ".join(f"{g}, {len(self.groups_by[g])}" for g in m.factors)
-        title = "Fixed effects (t values; no df or p-values for several grouping factors yet):"
         notes = ["", "boundary (singular) fit: a variance is (nearly) 0 or a correlation is +-1"] * self.singular
-        return self._summary_text(f"Number of obs: {m.n}, groups:  {groups}", title, self._fixed_effects_table(),
-                                  notes)
+        method = "Satterthwaite" if ddf is None else ddf
+        try:
+            table = _ddf.format_coef_table(self.coef_table(method))
+            title = f"Fixed effects ({_ddf.summary_header(method)}):"
+        except DesignError as e:
+            if ddf is not None:
+                raise
+            table, title = self._fixed_effects_table(), "Fixed effects (t values only):"
+            notes += ["", f"no df or p-values: {e}"]
+        return self._summary_text(f"Number of obs: {m.n}, groups:  {groups}", title, table, notes)
 
     def __repr__(self):
         return (f"<MultilevelResult {self.method}, {'REML' if self.reml else 'ML'}: "

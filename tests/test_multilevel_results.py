@@ -225,14 +225,25 @@ def test_icc_is_each_terms_share():
     assert two.icc == pytest.approx(two.G[0, 0] / (two.G[0, 0] + two.sigma2), rel=1e-12)   # one factor: unchanged
 
 
-def test_summary_as_lmer_with_t_values_only():
+def test_summary_as_lmer_with_satterthwaite_df(monkeypatch):
+    """lmerTest's layout by default (df of teachlmm.multilevel_ddf, checked against lmerTest there); the
+    fallback to lme4's t values when the fit is too large for the dense df algebra says so."""
+    from teachlmm import multilevel_ddf
+    ref = json.loads(pathlib.Path("tests/reference/ddf_reference.json").read_text())["scotssec_crossed_REML"]
     fit = _fit("attain ~ verbal + sex + (1 | primary) + (1 | second)", "tests/reference/data/scotssec.csv")
     text = str(fit.summary())
     assert "Number of obs: 3435, groups:  primary, 148; second, 19" in text
-    assert "t value" in text and "Pr(>|t|)" not in text and "no df or p-values" in text
-    assert " primary " in text and " second " in text and "Residual" in text
-    with pytest.raises(TeachLMMError, match="degrees of freedom"):
+    assert "Satterthwaite" in text and "Pr(>|t|)" in text and " primary " in text and "Residual" in text
+    table = fit.coef_table()
+    for name, df in ref["satterthwaite"]["df"].items():
+        assert table["df"][name] == pytest.approx(df, rel=1e-4)
+        assert f"{df:.2f}" in text
+    assert "z value" in fit.summary(ddf="normal") and set(fit.coef_table(None)) == {"Estimate", "Std. Error", "t value"}
+    with pytest.raises(TeachLMMError, match="not yet available for several grouping factors"):
         fit.summary(ddf="Kenward-Roger")
+    monkeypatch.setattr(multilevel_ddf, "MAX_RANDOM_EFFECTS", 10)
+    small = str(fit.summary())
+    assert "t value" in small and "Pr(>|t|)" not in small and "no df or p-values" in small
     assert fit._repr_html_().startswith("<")
 
 
@@ -248,7 +259,7 @@ def test_to_frame_by_factor():
         fit.to_frame("condsd", factor="cask")
     vc = fit.to_frame("varcorr")
     assert list(vc["grp"]) == ["cask:batch", "batch", "Residual"]
-    assert list(fit.to_frame("fixef").columns) == ["Estimate", "Std. Error", "t value"]
+    assert list(fit.to_frame("fixef").columns) == ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
 
 
 def test_group_values_per_factor():
@@ -337,7 +348,7 @@ def test_one_factor_attributes_say_what_to_use():
         model.stats
     assert not hasattr(model, "J")
     with pytest.raises(DesignError, match="one grouping factor"):
-        tl.gibbs.sample(model, draws=10)
+        tl.blup.fit(model, np.eye(1), 1.0)
 
 
 def test_a_zero_variance_warns_and_finishes():
