@@ -49,7 +49,7 @@ Everything is batched over chains (axis 0), like the sweep's state.
 The same step, fast. What is written here with general matrix code costs
 about twice the rest of a sweep for q <= 2, nearly all of it numpy's overhead
 per call on tiny arrays. ``Interweaving(model, prior, fast=True)`` runs
-:mod:`teachlmm._interweave_fast` instead for q <= 2: the same formulas with
+``teachlmm._interweave_fast`` instead for q <= 2: the same formulas with
 the per-group algebra and the prior's derivatives written out (one matrix
 product for every cross-product of the regression, one table of monomials for
 the derivatives), on the same noise; its output equals this module's to
@@ -474,7 +474,7 @@ class Interweaving:
     model : Model.   prior : a resolved Prior.
     fast : bool
         False (default): the step as this module writes it (:func:`interweave`).
-        True: for q <= 2, the written-out step of :mod:`teachlmm._interweave_fast`
+        True: for q <= 2, the written-out step of ``teachlmm._interweave_fast``
         (about 2x faster; the same output to rounding from the same noise); for
         q > 2 the same as False.
 

@@ -198,6 +198,8 @@ class MultilevelModel:
     ranef_names : dict, factor -> the columns of all its terms.  offset : the formula's offset (or None).
     n, p : sizes.  n_dropped, dropped_rows : rows left out for missing values (as :class:`~teachlmm.Model`).
 
+    Notes
+    -----
     ``tl.Model(formula, data)`` returns this class when the formula has several
     grouping factors, so users write the same code as for one. Attributes of
     the one-factor model that have no meaning here (``stats``, ``J``,

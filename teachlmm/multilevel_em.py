@@ -9,7 +9,7 @@ be a sample moment over the levels of its factor::
 EM replaces it by its conditional expectation given y at the current
 parameters:
 
-E-step (at theta, i.e. G_k = sigma2 T_k T_k'; :meth:`Algebra.solve`)
+E-step (at theta, i.e. G_k = sigma2 T_k T_k'; :meth:`~teachlmm.multilevel_mme.Algebra.solve`)
     b_hat = the BLUP from the joint mixed-model equations of all the terms;
     Var(b_kj | y) = sigma2 T_k [A^-1]_jj T_k'  (ML; A = Lambda'Z'Z Lambda + I)
     REML adds beta's uncertainty: [A^-1 + P (R_X'R_X)^-1 P']_jj, P = A^-1 Lambda'Z'X.

@@ -49,7 +49,7 @@ def polish(alg, theta, reml, steps=10):
     """Newton's method on the EM fixed-point residual of the interior terms (a Jacobian by differences).
 
     At the optimum the EM update leaves every interior G_k unchanged:
-    mean_j (b_kj b_kj' + Var(b_kj | y)) = G_k (:meth:`Algebra.em_residual`).
+    mean_j (b_kj b_kj' + Var(b_kj | y)) = G_k (:meth:`~teachlmm.multilevel_mme.Algebra.em_residual`).
     That residual is computed without the cancellation that limits the
     deviance (whose rounding, ~1e-11 relative, allows theta only to ~1e-6
     through finite differences), so its root gives theta to ~1e-10. A step

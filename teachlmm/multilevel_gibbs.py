@@ -741,6 +741,8 @@ class MultilevelPosterior:
     prior : the resolved :class:`MultilevelPrior`.  update, warmup, thin, seconds : how it was run.
     chains, n_draws : the shape.
 
+    Notes
+    -----
     Names for :meth:`get`: a fixed effect's name or ``"beta[k]"``; ``"G[name]"`` for a term with
     q = 1, ``"G[name][i,j]"`` (any q); ``"sd[name]"`` (q = 1); ``"sigma2"``, ``"sigma"``.
     """

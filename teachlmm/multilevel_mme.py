@@ -21,7 +21,7 @@ with R_X'R_X = X'X - X'Z Lambda A^-1 Lambda'Z'X, and sigma2 = r2 / n (ML)
 or r2 / (n - p) (REML).
 
 The algebra (chosen by measurement; see ``tests/benchmarks/bench_insteval.py``)
------------------------------------------------------------------------------
+-------------------------------------------------------------------------------
 A has the structure of Z'Z: the block of term 1 (the term with most levels)
 is block diagonal — one q_1 x q_1 block per level — while the other terms
 couple to it through Z_1'Z_k (crossed) or sit inside its levels (nested).

@@ -276,7 +276,7 @@ class MultilevelResult(BaseResult):
         The fixed effects are printed in lmerTest's layout (Estimate, Std. Error,
         df, t value, Pr(>|t|)) with Satterthwaite's df by default, or z values
         with ``ddf="normal"``. When the fit has more random effects than
-        :data:`teachlmm.multilevel_ddf.MAX_RANDOM_EFFECTS` (Satterthwaite's
+        ``teachlmm.multilevel_ddf.MAX_RANDOM_EFFECTS`` (Satterthwaite's
         algebra here is dense in them) and no ``ddf`` was asked for, the table
         falls back to lme4's Estimate, Std. Error and t value and says so.
 
