@@ -44,7 +44,7 @@ __version__ = "0.1.0"
 
 _LAZY_MODULES = {"multilevel", "gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots", "exercises", "formula",
                  "design", "results", "validators", "tables", "data", "prediction", "frames", "posterior",
-                 "multilevel_gibbs", "multilevel_blup", "multilevel_data", "multilevel_ddf", "multilevel_em"}
+                 "multilevel_gibbs", "multilevel_blup", "multilevel_data", "multilevel_ddf", "multilevel_em", "collapsed"}
 
 
 def simulate(*args, **kwargs):
@@ -71,5 +71,5 @@ def __getattr__(name):
 __all__ = ["Model", "MixedModelResult", "MultilevelModel", "MultilevelResult", "load_radon", "read_csv", "read_csv_chunks", "simulate_data", "simulate", "multilevel",
            "em", "mme", "anova", "blup", "gibbs", "diagnostics", "inference", "ddf", "intervals", "compare", "plots",
            "exercises", "validators", "tables", "prediction", "frames", "posterior", "multilevel_gibbs", "multilevel_blup",
-           "multilevel_data", "multilevel_ddf", "multilevel_em",
+           "multilevel_data", "multilevel_ddf", "multilevel_em", "collapsed",
            "TeachLMMError", "FormulaError", "DataError", "DesignError", "ConvergenceWarning", "BoundaryWarning"]

@@ -37,6 +37,10 @@ class Posterior:
     fixef_names, ranef_names, coef_names, groups, group_name : as in MixedModelResult.
     prior : the Prior used (every default filled in).
     seconds : wall time of the sampling run.   warmup, thin, seed, engine : how it was run.
+    acceptance : (chains,) array or None
+        ``engine="collapsed"``: each chain's share of accepted proposals after warm-up.
+    proposal_efficiency : float or None
+        ``engine="collapsed"``: the importance-sampling efficiency of its proposal (near 1: a close fit).
     chains, n_draws : the shape of the draws.
 
     Examples
@@ -55,6 +59,7 @@ class Posterior:
         self.coef_names = model.coef_names
         self.groups, self.group_name = model.groups, model.group_name
         self.chains, self.n_draws = draws["sigma2"].shape
+        self.acceptance = self.proposal_efficiency = None      # set by the collapsed engine (teachlmm.collapsed)
 
     # -- one scalar at a time ----------------------------------------------------
     def names(self):
@@ -152,6 +157,13 @@ class Posterior:
         fixed, random, _ = self._labels()
         return [n for n, _ in fixed] + [n for n, _ in random if n.startswith("G[")] + ["sigma2"]
 
+    def _sampler_name(self):
+        """'Gibbs sampler', or the collapsed sampler with its acceptance rate."""
+        if self.engine != "collapsed" or self.acceptance is None:
+            return "Gibbs sampler"
+        return (f"collapsed sampler (independence M-H on G, sigma2; acceptance "
+                f"{float(np.mean(self.acceptance)):.2f})")
+
     def summary(self):
         """Posterior summary table (a string; print it), warning on poor convergence.
 
@@ -182,7 +194,7 @@ class Posterior:
                     for n, label in pairs]
 
         m = self.model
-        head = [f"Bayesian linear mixed model, Gibbs sampler: {self.chains} chains x {self.n_draws} draws "
+        head = [f"Bayesian linear mixed model, {self._sampler_name()}: {self.chains} chains x {self.n_draws} draws "
                 f"(warm-up {self.warmup}, thin {self.thin})",
                 f"Formula: {m.formula.text}",
                 f"Prior: {self.prior.describe()}",

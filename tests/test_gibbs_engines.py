@@ -112,7 +112,7 @@ def test_textbook_engine_is_the_loop_over_step(radon_models):
 
 @pytest.mark.parametrize("engine", ["slow", "Fast", None, 1, ""])
 def test_unknown_engine_is_refused_with_the_choices(radon_models, engine):
-    with pytest.raises(TeachLMMError, match="engine must be 'fast'.*or 'textbook'"):
+    with pytest.raises(TeachLMMError, match="engine must be 'fast'.*'textbook'.*or 'collapsed'"):
         gibbs.sample(radon_models["M1"], draws=10, warmup=0, chains=1, seed=1, engine=engine)
 
 
