@@ -32,15 +32,24 @@ PyMC model and comparing each entry with ``scipy.stats.invwishart`` (two-sample
 Kolmogorov-Smirnov).
 
 teachlmm runs ``tl.gibbs.sample(model, prior=tl.gibbs.Prior(nu0=3, S0=I, tau2=1e4,
-sigma_max=100), keep_b=False)``, its default sweep. The runs alternate (nutpie,
-teachlmm, nutpie, ...) after an untimed warm-up of each; the summary is the median
+sigma_max=100), keep_b=False)`` in named variants (``_report.VARIANTS``; ``--engines``
+chooses, default fast and collapsed): ``fast``, the default sweep; ``collapsed``,
+``engine="collapsed"`` (independence Metropolis-Hastings on the marginal posterior of
+(G, sigma2), beta and b drawn exactly given them), skipped with a note while the
+installed teachlmm refuses that engine; ``textbook`` and ``centred`` (see
+``bench_gibbs_jags.py``) by name. When JAGS and ``shared/bench/jags_m3/`` are there,
+JAGS runs too, exactly as in ``bench_gibbs_jags.py`` (``_jags.run_radon_m3``, CPU time
+of the ``jags`` process), so every tool gets a ratio to nutpie and to JAGS from one
+process (``--no-jags`` leaves it out). The runs alternate (nutpie, JAGS, fast,
+collapsed, nutpie, ...) after an untimed warm-up of each; the summary is the median
 over the repeats. Besides ESS per second, the bulk ESS per draw of every quantity
 (ESS / 20,000), which does not depend on the machine's load. As a correctness check of
-both samplers, the posterior means of the six quantities (draws of all repeats pooled)
-must agree within 4 combined Monte Carlo standard errors,
+the samplers, the posterior means of the six quantities (draws of all repeats pooled)
+of every tool must agree with nutpie's within 4 combined Monte Carlo standard errors,
 |m_1 - m_2| / sqrt(MCSE_1^2 + MCSE_2^2) <= 4.
 
-    python tests/benchmarks/bench_gibbs_nutpie.py [--quick] [--repeats N] [--json OUT]
+    python tests/benchmarks/bench_gibbs_nutpie.py [--quick] [--repeats N] [--engines fast,collapsed]
+                                                  [--no-jags] [--json OUT]
 
 Needs ``pip install nutpie pymc arviz threadpoolctl`` (the ``bench`` extra; pymc and
 nutpie need Python >= 3.11). Writes
@@ -49,21 +58,23 @@ nutpie need Python >= 3.11). Writes
 import argparse
 import datetime
 import importlib.util
-import json
 import os
-import platform
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+import _jags  # noqa: E402
+import _report as rep  # noqa: E402
+
 RESULTS = os.path.join(HERE, "results", "gibbs_nutpie.json")
 M3 = "log_radon ~ 1 + floor + (1 + floor | county)"
 CHAINS, DRAWS, WARMUP = 4, 5000, 1000
 QUANTITIES = ["beta[0]", "beta[1]", "G[0,0]", "G[0,1]", "G[1,1]", "sigma2"]
 NU0, TAU2, SIGMA_MAX = 3, 1e4, 100.0
-THREAD_VARIABLES = ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS")
+VARIANTS = ("fast", "collapsed")                     # the teachlmm variants run by default
 
 
 def missing_peer():
@@ -76,10 +87,7 @@ def missing_peer():
 
 
 def teachlmm_module():
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    import teachlmm
-    return teachlmm
+    return rep.teachlmm_module()
 
 
 # ----------------------------------------------------------------------------
@@ -167,17 +175,8 @@ def nutpie_draws(trace):
 
 
 # ----------------------------------------------------------------------------
-# the two tools, each timed the same way
+# the tools, each timed the same way
 # ----------------------------------------------------------------------------
-
-def summarise(draws, cpu, wall):
-    import arviz as az
-    ess = {name: float(az.ess(draws[name], method="bulk")) for name in QUANTITIES}
-    n = draws[QUANTITIES[0]].size
-    return {"min_ess": min(ess.values()), "cpu_seconds": cpu, "seconds": wall, "ess": ess,
-            "ess_per_draw": {name: v / n for name, v in ess.items()},
-            "min_ess_per_cpu_second": min(ess.values()) / cpu}
-
 
 def run_nutpie(compiled, seed, draws=DRAWS, warmup=WARMUP, chains=CHAINS):
     """One timed nutpie.sample call (one core); its summary and the draws of the six quantities."""
@@ -186,10 +185,16 @@ def run_nutpie(compiled, seed, draws=DRAWS, warmup=WARMUP, chains=CHAINS):
     trace = nutpie.sample(compiled, draws=draws, tune=warmup, chains=chains, cores=1, seed=seed,
                           progress_bar=False)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - start
-    draws_ = nutpie_draws(trace)
-    out = summarise(draws_, cpu, wall)
+    found = nutpie_draws(trace)
+    out = rep.summarise(found, cpu, wall, QUANTITIES)
     out["divergences"] = int(trace.sample_stats["diverging"].values.sum())
-    return out, draws_
+    return out, found
+
+
+def run_jags(seed=None):
+    """One JAGS run of radon M3 under the protocol of bench_gibbs_jags.py (its own seeds)."""
+    found, cpu, wall = _jags.run_radon_m3()
+    return rep.summarise(found, cpu, wall, QUANTITIES), found
 
 
 def protocol_prior(tl):
@@ -197,59 +202,22 @@ def protocol_prior(tl):
     return tl.gibbs.Prior(nu0=NU0, S0=np.eye(2), tau2=TAU2, sigma_max=SIGMA_MAX)
 
 
-def run_teachlmm(model, seed, draws=DRAWS, warmup=WARMUP, chains=CHAINS):
-    """One timed tl.gibbs.sample call; its summary and the draws of the six quantities."""
-    import warnings
+def run_teachlmm(model, seed, draws=DRAWS, warmup=WARMUP, chains=CHAINS, variant="fast"):
+    """One timed tl.gibbs.sample call of ``variant``; its summary and the draws of the six quantities."""
     tl = teachlmm_module()
-    prior = protocol_prior(tl)
-    start, cpu = time.perf_counter(), time.process_time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", tl.ConvergenceWarning)
-        post = tl.gibbs.sample(model, draws=draws, warmup=warmup, chains=chains, seed=seed, prior=prior,
-                               keep_b=False)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - start
-    draws_ = {name: post.get(name) for name in QUANTITIES}
-    return summarise(draws_, cpu, wall), draws_
+    return rep.run_variant(tl, model, variant, protocol_prior(tl), QUANTITIES, seed, draws, warmup, chains)
+
+
+def agreement(pooled_a, pooled_b):
+    """Posterior means, MCSEs and |m_a - m_b| / sqrt(MCSE_a^2 + MCSE_b^2) per quantity (a: teachlmm, b: nutpie)."""
+    return rep.agreement(pooled_a, pooled_b, QUANTITIES, "teachlmm", "nutpie")
 
 
 # ----------------------------------------------------------------------------
 # the run
 # ----------------------------------------------------------------------------
 
-def median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
-
-
-def agreement(pooled_a, pooled_b):
-    """Posterior means, MCSEs and |m_a - m_b| / sqrt(MCSE_a^2 + MCSE_b^2) per quantity."""
-    import numpy as np
-    import arviz as az
-    out = {}
-    for name in QUANTITIES:
-        a, b = np.concatenate(pooled_a[name]), np.concatenate(pooled_b[name])    # chains of all repeats
-        ma, mb = float(a.mean()), float(b.mean())
-        sa, sb = (float(np.ravel(az.mcse(d, method="mean"))[0]) for d in (a, b))
-        out[name] = {"teachlmm": ma, "nutpie": mb, "mcse_teachlmm": sa, "mcse_nutpie": sb,
-                     "z": abs(ma - mb) / float(np.hypot(sa, sb))}
-    return out
-
-
-def machine():
-    import numpy as np
-    from importlib.metadata import version
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "nutpie": version("nutpie"), "pymc": version("pymc"),
-            "pytensor": version("pytensor"), "arviz": version("arviz")}
-
-
-def run(repeats):
+def run(repeats, variants=VARIANTS, with_jags=True):
     import numpy as np
     import nutpie
     tl = teachlmm_module()
@@ -261,97 +229,108 @@ def run(repeats):
     compile_seconds, compile_cpu = time.perf_counter() - start, time.process_time() - cpu
     ours_model = tl.Model(M3, tl.load_radon())
     run_nutpie(compiled, seed=0, draws=200, warmup=200)           # warm-ups, not counted
-    run_teachlmm(ours_model, seed=0, draws=200, warmup=200)
-    nut, ours, load = [], [], [os.getloadavg()[0]]
-    pooled_nut, pooled_ours = {q: [] for q in QUANTITIES}, {q: [] for q in QUANTITIES}
-    for r in range(repeats):
-        for runner, runs, pooled, arg in ((run_nutpie, nut, pooled_nut, compiled),
-                                          (run_teachlmm, ours, pooled_ours, ours_model)):
-            summary, draws = runner(arg, seed=r + 1)
-            runs.append(summary)
-            for q in QUANTITIES:
-                pooled[q].append(draws[q])
-        print(f"repeat {r + 1}: nutpie {nut[-1]['min_ess']:.0f} ESS / {nut[-1]['cpu_seconds']:.2f} CPU s = "
-              f"{nut[-1]['min_ess_per_cpu_second']:.0f}/s;  teachlmm {ours[-1]['min_ess']:.0f} ESS / "
-              f"{ours[-1]['cpu_seconds']:.2f} CPU s = {ours[-1]['min_ess_per_cpu_second']:.0f}/s  "
-              f"(load {os.getloadavg()[0]:.1f})", flush=True)
-    load.append(os.getloadavg()[0])
-    nut_rate = median([r["min_ess_per_cpu_second"] for r in nut])
-    our_rate = median([r["min_ess_per_cpu_second"] for r in ours])
-    return {
+    peers = {"nutpie": lambda seed: run_nutpie(compiled, seed)}
+    if with_jags:
+        run_jags()
+        peers["jags"] = run_jags
+    arms, skipped = rep.teachlmm_arms(tl, ours_model, variants, protocol_prior(tl), QUANTITIES, DRAWS, WARMUP,
+                                      CHAINS, warm=(200, 200))
+    runs, pooled, load = rep.alternate({**peers, **arms}, repeats, QUANTITIES)
+    nut = rep.tool_record(runs["nutpie"], pooled["nutpie"], QUANTITIES, "nutpie " + version("nutpie"))
+    nut.update(compile_seconds=compile_seconds, compile_cpu_seconds=compile_cpu)
+    records = {"nutpie": nut}
+    if with_jags:
+        jags = rep.tool_record(runs["jags"], pooled["jags"], QUANTITIES, f"JAGS {_jags.version() or ''}".strip())
+        records["jags"] = rep.compare(jags, nut, "nutpie", QUANTITIES)
+        rep.compare(nut, jags, "jags", QUANTITIES)
+    for name in arms:
+        record = rep.tool_record(runs[name], pooled[name], QUANTITIES, rep.VARIANTS[name][0])
+        for peer in peers:
+            rep.compare(record, records[peer], peer, QUANTITIES)
+        records[name] = record
+    out = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": rep.machine(packages=("nutpie", "pymc", "pytensor", "arviz"), jags=with_jags),
         "protocol": f"radon M3; {CHAINS} chains x {DRAWS} draws after {WARMUP} warm-up; CPU time of the sampling "
-                    "call, one core (numpy 1 BLAS thread, nutpie cores=1); min ArviZ bulk ESS over "
-                    + ", ".join(QUANTITIES),
+                    "call (JAGS: of the jags process), one core (numpy 1 BLAS thread, nutpie cores=1); min ArviZ "
+                    "bulk ESS over " + ", ".join(QUANTITIES),
         "prior": "G ~ InvWishart(3, I) (PyMC: Bartlett decomposition); beta ~ N(0, 1e4 I); sigma ~ Uniform(0, 100)",
         "prior_check_ks_pvalues": prior_p,
         "repeats": repeats,
         "load_avg_1min_before_after": load,
-        "nutpie": {"runs": nut, "min_ess_per_cpu_second": nut_rate, "compile_seconds": compile_seconds,
-                   "compile_cpu_seconds": compile_cpu},
-        "teachlmm": {"runs": ours, "min_ess_per_cpu_second": our_rate},
-        "ratio": our_rate / nut_rate,
-        "ess_per_draw": {q: {"teachlmm": median([r["ess_per_draw"][q] for r in ours]),
-                             "nutpie": median([r["ess_per_draw"][q] for r in nut])} for q in QUANTITIES},
-        "posterior_means": agreement(pooled_ours, pooled_nut),
+        "engines": list(variants),
+        "skipped_variants": skipped,
+        "variant_notes": {name: rep.VARIANT_NOTES[name] for name in arms},
+        "nutpie": nut,
+        "variants": {name: records[name] for name in arms},
     }
+    if with_jags:
+        out["jags"] = records["jags"]
+    first = "fast" if "fast" in arms else next(iter(arms), None)
+    if first:                                 # the earlier layout (one teachlmm), kept for its readers
+        out.update(teachlmm_variant=first, teachlmm=records[first], ratio=records[first]["ratio_to_nutpie"],
+                   ess_per_draw={q: {"teachlmm": records[first]["ess_per_draw"][q], "nutpie": nut["ess_per_draw"][q]}
+                                 for q in QUANTITIES},
+                   posterior_means=agreement(pooled[first], pooled["nutpie"]))
+    return out
+
+
+def version(name):
+    from importlib.metadata import version as installed
+    return installed(name)
 
 
 def tables(result):
-    """(title, header, rows, notes) for run_all.py's report."""
-    n, t = result["nutpie"], result["teachlmm"]
-    rows = [[f"nutpie {result['machine']['nutpie']} (PyMC {result['machine']['pymc']})",
-             f"{median([r['min_ess'] for r in n['runs']]):.0f}",
-             f"{median([r['cpu_seconds'] for r in n['runs']]):.2f}", f"{n['min_ess_per_cpu_second']:.0f}", "1.0"],
-            ["teachlmm gibbs.sample", f"{median([r['min_ess'] for r in t['runs']]):.0f}",
-             f"{median([r['cpu_seconds'] for r in t['runs']]):.2f}", f"{t['min_ess_per_cpu_second']:.0f}",
-             f"{result['ratio']:.2f}"]]
-    means = result["posterior_means"]
-    worst = max(v["z"] for v in means.values())
+    """(title, header, rows, notes) for run_all.py's report (results saved before the variants too)."""
+    peers = ["nutpie"] + (["jags"] if "jags" in result else [])
+    if "variants" in result:
+        records = {p: result[p] for p in peers}
+        records.update(result["variants"])
+    else:
+        records = rep.old_records(result, ["nutpie"], QUANTITIES)
+    records["nutpie"]["label"] = f"nutpie {result['machine']['nutpie']} (PyMC {result['machine']['pymc']})"
+    n = result["nutpie"]
     load = result["load_avg_1min_before_after"]
+    divergences = [r.get("divergences", 0) for r in n["runs"]]
     notes = [result["protocol"], "prior: " + result["prior"],
              "prior check, KS p-values of G's entries (PyMC forward draws vs scipy.stats.invwishart): " +
              ", ".join(f"{k} {v:.2f}" for k, v in result["prior_check_ks_pvalues"].items()),
              f"median of {result['repeats']} alternating runs; nutpie compile time (excluded): "
              f"{n['compile_seconds']:.1f} s wall, {n['compile_cpu_seconds']:.1f} s CPU; nutpie divergences per run: "
-             + ", ".join(str(r["divergences"]) for r in n["runs"]),
-             "bulk ESS per draw (load-independent) teachlmm / nutpie: " + ", ".join(
-                 f"{q} {v['teachlmm']:.2f} / {v['nutpie']:.2f}" for q, v in result["ess_per_draw"].items()),
-             "posterior means teachlmm / nutpie (|difference| in combined MCSEs): " + ", ".join(
-                 f"{q} {v['teachlmm']:.4g} / {v['nutpie']:.4g} ({v['z']:.1f})" for q, v in means.items()) +
-             f"; largest {worst:.2f} " + ("<= 4: agree" if worst <= 4 else "> 4: DISAGREE"),
-             f"load average (1 min) before / after the timed runs: {load[0]:.1f} / {load[1]:.1f} "
-             f"on {result['machine']['cores']} cores (shared: the ratio, side by side, is what counts)"]
-    return [("Gibbs sampler vs NUTS (nutpie), radon M3: minimum bulk ESS per CPU second",
-             ["tool", "min bulk ESS", "CPU seconds", "min ESS / CPU s", "ratio"], rows, notes)]
+             + ", ".join(str(d) for d in divergences)]
+    notes += [f"{name}: {why}" for name, why in result.get("variant_notes", {}).items()]
+    notes += [f"skipped {name}: {why}" for name, why in result.get("skipped_variants", {}).items()]
+    notes.append(f"load average (1 min) before / after the timed runs: {load[0]:.1f} / {load[1]:.1f} "
+                 f"on {result['machine']['cores']} cores (shared: the ratio, side by side, is what counts)")
+    header = ["tool", "min bulk ESS", "CPU seconds", "min ESS / CPU s", "ratio to nutpie"]
+    header += ["ratio to JAGS"] if "jags" in peers else []
+    main = ("Gibbs sampler vs NUTS (nutpie), radon M3: minimum bulk ESS per CPU second", header,
+            rep.tool_rows(records, peers), notes)
+    return [main] + [(f"radon M3 (nutpie script), {title}", head, rows, notes_)
+                     for title, head, rows, notes_ in rep.quantity_tables(records, QUANTITIES, peers)]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat instead of five")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--engines", default=None,
+                        help=f"teachlmm variants to run, a comma list of {', '.join(rep.VARIANTS)} "
+                             f"(default: {','.join(VARIANTS)}; one teachlmm refuses is skipped with a note)")
+    parser.add_argument("--no-jags", action="store_true", help="leave JAGS out (default: run it when installed)")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
+    variants = rep.parse_engines(args.engines, VARIANTS)
     why = missing_peer()
     if why:
-        print(f"skipped: {why}")
-        if args.json:                                         # run_all.py reports the reason
-            with open(args.json, "w") as f:
-                json.dump({"skipped": why}, f)
-        return 0
-    for name in THREAD_VARIABLES:                                # one core for every tool
-        os.environ.setdefault(name, "1")
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):
-        result = run(args.repeats or (1 if args.quick else 5))
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    sys.path.insert(0, HERE)
-    from _report import finish
-    for path in [RESULTS] + ([args.json] if args.json else []):
-        with open(path, "w") as f:
-            json.dump(result, f, indent=1)
-    finish(result, tables, width=16)
+        return rep.skip(why, args.json)                       # run_all.py reports the reason
+    with_jags = not args.no_jags
+    if with_jags and _jags.missing_radon_m3():
+        print(f"note: JAGS left out: {_jags.missing_radon_m3()}")
+        with_jags = False
+    with rep.one_thread():                                      # one core for every tool
+        result = run(args.repeats or (1 if args.quick else 5), variants, with_jags)
+    rep.finish(result, tables, [RESULTS] + ([args.json] if args.json else []), width=12)
     return 0
 
 

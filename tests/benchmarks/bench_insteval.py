@@ -16,15 +16,17 @@ InstEval ships with lme4 (GPL) and is not part of this repository. The script
 reads the CSV named by ``$INSTEVAL_CSV`` (default ``/tmp/insteval.csv``); if it
 is absent and R with lme4 is installed it writes it there with
 ``write.csv(lme4::InstEval[c("y", "s", "d", "dept", "service")], ...)``; if
-neither, it says so and exits cleanly (status 0). Never commit the CSV.
+neither (or lme4's reference numbers are missing), it says so and exits cleanly
+(status 0), writing ``{"skipped": why}`` to ``--json`` if given (run_all.py
+reports it). Never commit the CSV.
 
 Protocol (DEVELOPERS.md): CPU time (``time.process_time``), one BLAS thread, an
 untimed warm-up per tool and criterion, then ``--repeats`` (default 5)
 interleaved runs (teachlmm, mixedlm, teachlmm, ...); medians reported, with
 each tool's distance to lme4's optimum.
 
-    python tests/benchmarks/bench_insteval.py [--repeats N] [--json OUT]
-    (default OUT: tests/benchmarks/results/insteval.json)
+    python tests/benchmarks/bench_insteval.py [--quick] [--repeats N] [--no-mixedlm] [--json OUT]
+    (default OUT: tests/benchmarks/results/insteval.json; --quick: one repeat)
 """
 import os
 
@@ -49,7 +51,10 @@ OUT = os.path.join(HERE, "results", "insteval.json")
 FORMULA = "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept)"
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 import teachlmm as tl  # noqa: E402
+from _report import finish, skip  # noqa: E402
 
 
 def csv_path():
@@ -108,14 +113,17 @@ def timed(fn, *args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--json", default=OUT)
+    ap.add_argument("--quick", action="store_true", help="one repeat instead of five")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--json", default=None, help=f"write the result here (default {os.path.relpath(OUT, ROOT)})")
     ap.add_argument("--no-mixedlm", action="store_true")
     args = ap.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    if not os.path.exists(REFERENCE):
+        return skip(f"{os.path.relpath(REFERENCE, ROOT)} (lme4's numbers) is not there", args.json)
     path = csv_path()
     if path is None:
-        print("InstEval is not available (no $INSTEVAL_CSV file and no R with lme4 to export it): skipped")
-        return 0
+        return skip("InstEval is not available (no $INSTEVAL_CSV file and no R with lme4 to export it)", args.json)
     ref = json.load(open(REFERENCE))
     data = load(path)
     tools = {"teachlmm": (teachlmm_fit, data)}
@@ -152,10 +160,28 @@ def main(argv=None):
                 entry["tools"]["mixedlm"]["median_s"]
         results["fits"][key] = entry
         print(key, json.dumps(entry, indent=1, default=float))
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(results, fh, indent=1, default=float)
+    results = json.loads(json.dumps(results, default=float))          # numpy numbers as plain floats
+    finish(results, tables, args.json or OUT)
     return 0
+
+
+def tables(result):
+    """(title, header, rows, notes) for run_all.py's report."""
+    rows = []
+    for key, entry in result["fits"].items():
+        rows.append([key.replace("insteval_", ""), "lme4 (recorded)", f"{entry['lme4_median_s']:.2f}", "1.00", "", ""])
+        for name, e in entry["tools"].items():
+            if "error" in e:
+                rows.append([key.replace("insteval_", ""), name, "failed", "", "", e["error"][:60]])
+                continue
+            rows.append([key.replace("insteval_", ""), name, f"{e.get('median_s', float('nan')):.2f}",
+                         f"{e.get('ratio_to_lme4', float('nan')):.2f}",
+                         "-" if e.get("max_rel") is None else f"{e['max_rel']:.1e}", f"{e['loglik_diff']:.1e}"])
+    notes = [f"{result['formula']}, n = {result['n']}; CPU seconds, median of {result['repeats']} interleaved runs "
+             f"after a warm-up; {result['machine']}; lme4's time from tests/reference/insteval_reference.json "
+             "(another process: indicative)"]
+    return [("InstEval: formula to fit, CPU seconds", ["criterion", "tool", "median s", "ratio to lme4",
+                                                        "max rel. diff", "loglik - lme4's"], rows, notes)]
 
 
 if __name__ == "__main__":

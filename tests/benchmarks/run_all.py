@@ -5,7 +5,9 @@
 NAME is one of: iteration, fit, scale, stream, gibbs (the Gibbs vs JAGS
 benchmark, run when tests/benchmarks/bench_gibbs_jags.py is there),
 gibbs_nutpie (Gibbs vs nutpie on radon M3), gibbs_sleepstudy (Gibbs vs JAGS
-on sleepstudy), suite. Each
+on sleepstudy), multilevel_gibbs (crossed factors: joint vs factorwise
+update), insteval (InstEval in full: needs $INSTEVAL_CSV, /tmp/insteval.csv
+or R with lme4 to export it, else it is reported as skipped), suite. Each
 benchmark runs in its own Python process (the same interpreter as this one).
 With --only, the other benchmarks' earlier results in latest.json are kept
 (each carries its own date).
@@ -55,6 +57,10 @@ BENCHMARKS = {                        # name: (script, what it measures)
     "gibbs": ("bench_gibbs_jags.py", "Gibbs min bulk ESS per second vs JAGS on radon M3"),
     "gibbs_nutpie": ("bench_gibbs_nutpie.py", "Gibbs min bulk ESS per CPU second vs nutpie (NUTS on PyMC) on radon M3"),
     "gibbs_sleepstudy": ("bench_gibbs_sleepstudy.py", "Gibbs min bulk ESS per CPU second vs JAGS on lme4's sleepstudy"),
+    "multilevel_gibbs": ("bench_multilevel_gibbs.py", "Gibbs for crossed factors: joint vs factorwise update, "
+                         "ESS per draw and per CPU second"),
+    "insteval": ("bench_insteval.py", "InstEval (73,421 rows, students x lecturers crossed): formula to fit, "
+                 "teachlmm vs mixedlm and lme4's recorded time"),
     "suite": ("bench_suite.py", "real-data suite (17 models on 15 R data sets, REML and ML): CPU time vs mixedlm, statsmodels, lme4"),
 }
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
