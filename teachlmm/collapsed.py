@@ -61,6 +61,7 @@ import scipy.optimize
 import scipy.special
 
 from . import mme
+from .design import response_variance
 from .errors import TeachLMMError
 
 __all__ = ["Coordinates", "log_prior", "log_marginal_likelihood", "log_posterior", "Proposal", "fit_proposal",
@@ -463,12 +464,13 @@ def _defensive(g, phi, w, share=DEFENSIVE_SHARE, widen=DEFENSIVE_WIDEN, df=DEFEN
                     np.concatenate([g.chols, widen * C[None]]), np.append(g.dfs, df))
 
 
-def _start(model):
-    """A rough start for the mode search: sigma2 = var(y) / 2 and G = diag(var(y) / (2 m_k))."""
-    v = float(np.var(model.y)) if getattr(model, "y", None) is not None else model.stats.yty_total / model.n
+def _start(model, prior):
+    """A rough start for the mode search: sigma2 = var(y) / 2 (below sigma_max^2 / 4) and G = diag(var(y) / (2 m_k))."""
+    v = response_variance(model)
     m = np.diag(model.stats.ZtZ.sum(0)) / model.n
     m = np.where(m > 0, m, 1.0)
-    return np.diag(v / (2 * m)), v / 2
+    sigma2 = v / 2 if prior.sigma_max is None else min(v / 2, prior.sigma_max ** 2 / 4)
+    return np.diag(v / (2 * m)), sigma2
 
 
 def _mode(f, x0):
@@ -477,15 +479,39 @@ def _mode(f, x0):
     h = 1e-5
 
     def negative(x):
-        return -f(x[None])[0]
+        value = -f(x[None])[0]
+        return value if np.isfinite(value) else 1e300          # outside the support: a wall, not a NaN
 
     def gradient(x):
         pts = x + h * np.vstack([np.eye(d), -np.eye(d)])
         v = f(pts)
-        return -(v[:d] - v[d:]) / (2 * h)
+        with np.errstate(invalid="ignore"):
+            slope = -(v[:d] - v[d:]) / (2 * h)
+        return np.where(np.isfinite(slope), slope, 0.0)         # at the edge of the support: no step across it
 
+    if not np.isfinite(f(x0[None])[0]):
+        raise TeachLMMError("the collapsed sampler's start point has zero posterior density (is sigma_max below the "
+                            "residual spread?); use engine='fast'")
     res = scipy.optimize.minimize(negative, x0, jac=gradient, method="BFGS", options={"gtol": 1e-6, "maxiter": 500})
-    return res.x
+    return res.x, res.hess_inv
+
+
+def _laplace_covariance(f, mode, fallback):
+    """-H^-1 at the mode (Laplace), or, where that fails (a mode on the edge of the prior's support,
+    e.g. sigma at sigma_max, where H is not finite), BFGS's own estimate of it, or 0.25 I.
+    The importance-sampling rounds of :func:`fit_proposal` correct whichever start this gives."""
+    d = len(mode)
+    with np.errstate(all="ignore"):
+        H = _hessian(f, mode)
+    for candidate in (lambda: np.linalg.inv(-H), lambda: np.asarray(fallback, dtype=float)):
+        try:
+            cov = candidate()
+            if np.all(np.isfinite(cov)):
+                np.linalg.cholesky(cov)                 # positive definite?
+                return cov
+        except np.linalg.LinAlgError:
+            pass
+    return 0.25 * np.eye(d)
 
 
 def _hessian(f, x, h=1e-3):
@@ -526,15 +552,10 @@ def fit_proposal(model, prior, coords, rng, df=8.0, components=3, rounds=3, pilo
     (sum w)^2 / (n sum w^2) in (0, 1]: near 1, g is close to the posterior.
     """
     f = lambda x: log_posterior(x, model, prior, coords)        # noqa: E731
-    G0, s0 = _start(model)
-    mode = _mode(f, coords.phi(G0, s0))
-    try:
-        cov = np.linalg.inv(-_hessian(f, mode))
-        C = np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        raise TeachLMMError("the collapsed sampler could not fit its proposal: the marginal posterior of the "
-                            "variance components is not curved at its mode (a flat or improper direction). "
-                            "Use engine='fast' (the Gibbs sweep)") from None
+    G0, s0 = _start(model, prior)
+    mode, bfgs_cov = _mode(f, coords.phi(G0, s0))
+    cov = _laplace_covariance(f, mode, bfgs_cov)
+    C = np.linalg.cholesky(cov)
     values, vectors = np.linalg.eigh(cov)
     axis = vectors[:, -1] * np.sqrt(values[-1])                 # the longest axis of the Laplace ellipsoid
     offsets = np.linspace(-1.0, 1.0, components) if components > 1 else np.zeros(1)
@@ -573,7 +594,7 @@ def independence_chain(logw, log_u, start=0):
     Returns the index of the state after every step (length len(logw) - 1) and
     the number of accepted moves.
     """
-    current, w_current = start, logw[start]
+    current, w_current = start, float(logw[start])
     index = np.empty(len(logw) - 1, dtype=np.intp)
     accepted = 0
     for i, (w, lu) in enumerate(zip(logw[1:].tolist(), log_u.tolist()), start=1):
@@ -615,6 +636,18 @@ class Run(NamedTuple):
     efficiency: float           # importance-sampling efficiency of the proposal (see fit_proposal)
 
 
+def _start_inside(phi, logw, beta_hat, R_inv):
+    """Start every chain at a point of positive density: where its first proposal has none (outside the
+    prior's support), at its first proposal that has (any start is allowed; one of density 0 never moves)."""
+    for c in np.flatnonzero(~np.isfinite(logw[:, 0])):
+        inside = np.flatnonzero(np.isfinite(logw[c]))
+        if not inside.size:
+            raise TeachLMMError("the collapsed sampler's proposal missed the posterior entirely (every proposal has "
+                                "zero posterior density); use engine='fast' (the Gibbs sweep)")
+        k = inside[0]
+        phi[c, 0], logw[c, 0], beta_hat[c, 0], R_inv[c, 0] = phi[c, k], logw[c, k], beta_hat[c, k], R_inv[c, k]
+
+
 def run(model, prior, draws, warmup, chains, seed_sequence, keep_b=True, thin=1):
     """Run ``chains`` collapsed chains: ``warmup + draws * thin`` independence-MH steps each, then exact (beta, b).
 
@@ -631,6 +664,9 @@ def run(model, prior, draws, warmup, chains, seed_sequence, keep_b=True, thin=1)
     log_u = np.stack([np.log(r.random(total)) for r in rngs])
     logp, beta_hat, R_inv = log_posterior(phi.reshape(-1, d), model, prior, coords, keep=True)
     logw = logp.reshape(chains, total + 1) - g.log_density(phi)      # every proposal's weight, in one pass
+    beta_hat, R_inv = beta_hat.reshape(chains, total + 1, -1), R_inv.reshape(chains, total + 1, model.p, model.p)
+    _start_inside(phi, logw, beta_hat, R_inv)
+    beta_hat, R_inv = beta_hat.reshape(-1, model.p), R_inv.reshape(-1, model.p, model.p)
     kept = np.arange(warmup + thin - 1, total, thin)[:draws]
     index, acceptance = np.empty((chains, draws), dtype=np.intp), np.empty(chains)
     for c in range(chains):                                         # a loop over the (few) chains
