@@ -53,7 +53,6 @@ Examples
 ((4, 2000, 2, 2), True)
 """
 import math
-import time
 from typing import NamedTuple
 
 import numpy as np
@@ -65,7 +64,7 @@ from .design import response_variance
 from .errors import TeachLMMError
 
 __all__ = ["Coordinates", "log_prior", "log_marginal_likelihood", "log_posterior", "Proposal", "fit_proposal",
-           "independence_chain", "draw_coefficients", "sample"]
+           "independence_chain", "draw_coefficients", "group_factors", "Marginal", "Run", "run"]
 
 DEFENSIVE_SHARE, DEFENSIVE_WIDEN, DEFENSIVE_DF = 0.1, 2.0, 3.0   # the proposal's safety net (see _defensive)
 CHUNK = 1024          # proposals per batched call of the mixed-model equations (bounds memory: CHUNK x J x q x q)
@@ -102,6 +101,17 @@ class Coordinates:
     one more sd_k, Omega from its partial correlations prod (1 - z_ik^2)^((m - k - 2)/2),
     and z = tanh(y) the factor 1 - z^2). A test checks it against a numerical
     determinant.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> coords = Coordinates(2, [np.array([0, 1])])        # (1 + x | g): sd_0, sd_1, one correlation
+    >>> G, sigma2 = np.array([[4.0, 1.0], [1.0, 1.0]]), 0.5
+    >>> phi = coords.phi(G, sigma2)                         # log 2, log 1, atanh(0.5), log 0.5
+    >>> np.round(phi, 4).tolist()
+    [0.6931, 0.0, 0.5493, -0.6931]
+    >>> bool(np.allclose(coords.theta(phi)[0], G))
+    True
     """
 
     def __init__(self, q, blocks):
@@ -227,7 +237,16 @@ def _log_prior_sigma2(sigma2, prior):
 
 
 def log_prior(L, sigma2, blocks, prior):
-    """log p(G) + log p(sigma2) (beta's prior is integrated out in :func:`log_marginal_likelihood`)."""
+    """log p(G) + log p(sigma2) up to a constant (beta's prior is integrated out in :func:`log_marginal_likelihood`).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> prior = tl.gibbs.Prior(nu0=2, S0=[[0.1]], a0=1, b0=1).resolve(m)
+    >>> float(log_prior(np.array([[1.0]]), 1.0, m.blocks, prior))   # -(nu0 + 2)/2 log G - S0/(2G) - 2 log s2 - 1/s2
+    -1.05
+    """
     return _log_prior_G(L, blocks, prior) + _log_prior_sigma2(sigma2, prior)
 
 
@@ -284,6 +303,16 @@ def log_marginal_likelihood(stats, L, sigma2, tau2, augmented=None):
     For a flat prior this is the REML criterion (:func:`teachlmm.mme.loglik`
     with ``reml=True``, up to a constant). No G^-1 is needed: a singular G
     (L with a zero on its diagonal) is allowed.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> G, sigma2 = np.array([[0.1]]), 0.57
+    >>> ours = log_marginal_likelihood(m.stats, np.sqrt(G), sigma2, np.inf).loglik
+    >>> reml = tl.mme.loglik(m.stats, G, sigma2, reml=True)
+    >>> bool(np.isclose(ours - reml, (m.n - m.p) / 2 * np.log(2 * np.pi)))    # they differ by a constant
+    True
     """
     O, WtW = _augmented(stats) if augmented is None else augmented
     p, q = WtW.shape[0] - 1, L.shape[-1]
@@ -310,6 +339,15 @@ def group_factors(stats, L, sigma2):
 
     W_j'W_j = T M~_j^-1 T' = M_j^-1 (:mod:`teachlmm.mme`), so W_j is a square root of
     Var(b_j | beta, theta, y) / sigma2. Shapes: L (..., q, q), sigma2 (...); W (..., J, q, q).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 + floor | county)", tl.load_radon())
+    >>> G, sigma2 = np.array([[0.1, 0.0], [0.0, 0.05]]), 0.57
+    >>> W, logdet = group_factors(m.stats, np.linalg.cholesky(G), sigma2)
+    >>> bool(np.allclose(W.swapaxes(-1, -2) @ W, tl.mme.solve(m.stats, G, sigma2).Minv))
+    True
     """
     q = L.shape[-1]
     T = L / np.sqrt(sigma2)[..., None, None]                            # G = sigma2 T T'
@@ -341,6 +379,16 @@ def log_posterior(phi, model, prior, coords, keep=False):
     log p(phi | y) = log p(y | theta) + log p(theta) + log |d theta / d phi|, computed in chunks
     of CHUNK points (one batched call each). With ``keep``, also beta's posterior given each
     theta: ``(log p, beta_hat (K, p), R_inv (K, p, p))`` (see :class:`Marginal`).
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> prior = tl.gibbs.Prior().resolve(m)
+    >>> coords = Coordinates(m.q, m.blocks)
+    >>> phi = coords.phi(np.array([[[0.1]], [[0.2]]]), np.array([0.57, 0.57]))    # two points
+    >>> log_posterior(phi, m, prior, coords).shape
+    (2,)
     """
     phi = np.atleast_2d(np.asarray(phi, dtype=float))
     out = np.empty(len(phi))
@@ -387,8 +435,18 @@ def _one_by_one(stats, L, sigma2, tau2, augmented):
 class Proposal(NamedTuple):
     """A mixture of multivariate t distributions on R^d: sum_k weights_k t_df(means_k, chols_k chols_k').
 
-    One component is the textbook's t proposal; a second one lets the proposal
+    One component would be the textbook's t proposal; two or three let it
     follow a skewed posterior (a variance near 0 gives its log a long tail).
+    The last component is a wide, heavy-tailed "defensive" one (``_defensive``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = Proposal(np.array([1.0]), np.zeros((1, 2)), np.eye(2)[None], np.array([4.0]))
+    >>> g.draw(np.random.default_rng(0), 3).shape
+    (3, 2)
+    >>> round(float(g.log_density(np.zeros(2))), 4)          # log t_4 density at its centre: log(1 / (2 pi))
+    -1.8379
     """
 
     weights: np.ndarray    # (K,)
@@ -430,7 +488,6 @@ def _refit(g, phi, w, df, iterations=20):
     be the best fit, only a good one; any proposal leaves the chain exact.)
     """
     weights, means, chols = g.weights, g.means, g.chols
-    d = phi.shape[1]
     centred = phi - w @ phi
     floor = 0.01 * (centred * w[:, None]).T @ centred              # keeps a component from collapsing
     for _ in range(iterations):
@@ -550,6 +607,15 @@ def fit_proposal(model, prior, coords, rng, df=8.0, components=3, rounds=3, pilo
     -------
     Proposal, and the importance-sampling efficiency of the last round,
     (sum w)^2 / (n sum w^2) in (0, 1]: near 1, g is close to the posterior.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> coords = Coordinates(m.q, m.blocks)
+    >>> g, efficiency = fit_proposal(m, tl.gibbs.Prior().resolve(m), coords, np.random.default_rng(1))
+    >>> g.means.shape[1], bool(efficiency > 0.5)         # phi = (log sd, log sigma2); a close fit
+    (2, True)
     """
     f = lambda x: log_posterior(x, model, prior, coords)        # noqa: E731
     G0, s0 = _start(model, prior)
@@ -593,6 +659,13 @@ def independence_chain(logw, log_u, start=0):
     moves to proposal i when log u_i < logw[i] - logw[current], else stays.
     Returns the index of the state after every step (length len(logw) - 1) and
     the number of accepted moves.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> index, accepted = independence_chain(np.array([0.0, -1.0, 2.0]), np.log([0.5, 0.9]))
+    >>> index.tolist(), accepted       # step 1: u = 0.5 > e^-1, stay at 0; step 2: w rises, move to 2
+    ([0, 2], 1)
     """
     current, w_current = start, float(logw[start])
     index = np.empty(len(logw) - 1, dtype=np.intp)
@@ -616,6 +689,18 @@ def draw_coefficients(stats, L, sigma2, beta_hat, R_inv, z_beta, z_b=None):
                                   b_j  = W_j'(W_j Z_j'(y_j - X_j beta) + sigma z_j)
 
     z_beta (..., p) and z_b (..., J, q) are standard normals.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> L, sigma2 = np.array([[0.3]]), 0.57
+    >>> marg = log_marginal_likelihood(m.stats, L, sigma2, np.inf)
+    >>> rng = np.random.default_rng(0)
+    >>> beta, b = draw_coefficients(m.stats, L, sigma2, marg.beta_hat, marg.R_inv,
+    ...                             rng.standard_normal(2), rng.standard_normal((m.J, 1)))
+    >>> beta.shape, b.shape
+    ((2,), (85, 1))
     """
     sigma = np.sqrt(sigma2)
     beta = beta_hat + sigma[..., None] * (np.swapaxes(R_inv, -1, -2) @ z_beta[..., None])[..., 0]
@@ -654,6 +739,19 @@ def run(model, prior, draws, warmup, chains, seed_sequence, keep_b=True, thin=1)
     ``prior`` is resolved for ``model``; ``seed_sequence`` a numpy SeedSequence.
     Its first child fits the proposal; child k + 1 drives chain k (so chain k
     does not depend on how many chains run beside it).
+
+    Users call it through ``tl.gibbs.sample(model, engine="collapsed")``,
+    which adds the centring of large-mean columns, the Posterior and the
+    convergence check.
+
+    Examples
+    --------
+    >>> import numpy as np, teachlmm as tl
+    >>> m = tl.Model("log_radon ~ floor + (1 | county)", tl.load_radon())
+    >>> out = run(m, tl.gibbs.Prior().resolve(m), draws=500, warmup=100, chains=2,
+    ...           seed_sequence=np.random.SeedSequence(1), keep_b=False)
+    >>> out.draws["G"].shape, bool(out.acceptance.min() > 0.5)
+    ((2, 500, 1, 1), True)
     """
     coords = Coordinates(model.q, model.blocks)
     children = seed_sequence.spawn(chains + 1)
