@@ -11,12 +11,17 @@ Buerkner 2021, whose thresholds these are):
   credible interval).
 
 The quantities checked are the model's parameters: beta, the distinct entries
-of G, and sigma2 (not the random effects b_j, one per group). When any fails,
+of G (on and below the diagonal), and sigma2 (not the random effects b_j, one
+per group). All of them are checked at once (``diagnostics._rhat_and_ess``:
+the numbers of :func:`~teachlmm.diagnostics.rhat`, :func:`~teachlmm.diagnostics.ess_bulk`
+and :func:`~teachlmm.diagnostics.ess_tail`, computed together, far quicker). When any fails,
 :func:`check` warns once for the posterior (a :class:`~teachlmm.errors.ConvergenceWarning`
 naming the quantities and what to do) and remembers the message, so that
 :meth:`teachlmm.posterior.Posterior.summary` prints it without warning again.
 """
 import warnings
+
+import numpy as np
 
 from . import diagnostics
 from .errors import ConvergenceWarning
@@ -41,14 +46,13 @@ def problems(post):
     >>> "sigma2" in problems(post) or "G[0,0]" in problems(post)
     True
     """
-    out = {}
-    for name in post.checked_names():
-        x = post.get(name)
-        values = diagnostics.rhat(x), diagnostics.ess_bulk(x), diagnostics.ess_tail(x)
-        rhat, bulk, tail = values
-        if not (rhat <= RHAT_MAX and bulk >= ESS_MIN and tail >= ESS_MIN):
-            out[name] = values
-    return out
+    names = post.checked_names()
+    draws = np.stack([post.get(name) for name in names])           # (quantities, chains, draws)
+    # = diagnostics.rhat / ess_bulk / ess_tail of each post.get(name), all quantities in one pass
+    rhat, bulk, tail = diagnostics._rhat_and_ess(draws)
+    failed = ~((rhat <= RHAT_MAX) & (bulk >= ESS_MIN) & (tail >= ESS_MIN))     # a NaN fails too
+    return {name: (float(rhat[k]), float(bulk[k]), float(tail[k]))
+            for k, name in enumerate(names) if failed[k]}
 
 
 def message(post, bad):

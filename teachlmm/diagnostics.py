@@ -72,7 +72,15 @@ chain. The numbers agree with ArviZ's ``rhat(method="rank")`` and
 computed for a single chain (from its two halves, as the paper allows) where
 ArviZ returns NaN, and (ii) the ESS of draws that are all equal is NaN (there
 is no variance to estimate) where ArviZ returns the number of draws.
+
+The check :mod:`teachlmm.convergence` runs after every Gibbs run needs R-hat,
+bulk and tail ESS of every parameter. It calls ``_rhat_and_ess``, a private
+version of ``rhat``, ``ess_bulk`` and ``ess_tail`` for many quantities at once
+that gives the same numbers with far less work (one sort per quantity, numpy
+calls over all quantities together); the comment above it says how.
 """
+import functools
+
 import numpy as np
 import scipy.fft
 import scipy.special
@@ -645,3 +653,282 @@ def mcse_mean(x):
     """
     x = _as_chains(x)
     return float(np.std(x, ddof=1) / np.sqrt(ess_mean(x)))
+
+
+
+
+
+# ----------------------------------------------------------------------------
+# every quantity at once: the check teachlmm.convergence runs after each sample()
+# ----------------------------------------------------------------------------
+#
+# The functions above are the textbook: one quantity, one statistic at a time.
+# Called so for every parameter of a run, they sort each quantity's draws three
+# times (twice the same split draws: for R-hat and for the bulk ESS) and take
+# six Fourier transforms of every half-chain. _rhat_and_ess gives the same
+# numbers (tested against ArviZ and against the functions above) with less work:
+#
+# * the split draws of each quantity are sorted once; the sorted draws give the
+#   ranks (hence z, shared by the bulk R-hat and the bulk ESS), the median, the
+#   5 % and 95 % quantiles, and the folded draws |x - median|: the sorted draws
+#   fold into two runs that are already sorted (falling below the median,
+#   rising above it), so ranking them is a merge (timsort), not a new sort;
+# * the quantities are the rows of one array, so every step (sort, FFT,
+#   Geyer's sequence) is one numpy call for all of them, not a Python loop;
+# * R-hat and ESS treat the half-chains alike, so an even number of draws is
+#   split by a reshape (each chain's halves side by side), without a copy;
+# * the chains' mean autocovariance is one inverse FFT of their mean power
+#   spectrum (the transform is linear), not one per chain;
+# * Geyer's sequence stops at its first negative pair, a few dozen lags for a
+#   chain that mixes. The lags up to L need zero-padding to N + L only, not to
+#   2N; a row whose sequence is still positive at lag L is done again, all lags.
+
+FIRST_LAGS = 32
+"""At least this many lags are tried first for Geyer's sequence (the short FFT)."""
+
+WORKSPACE_BYTES = 64 * 2 ** 20
+"""Largest workspace of :func:`_rhat_and_ess`; more quantities than fit are done a block at a time."""
+
+
+@functools.lru_cache(maxsize=8)
+def _blom_scores(n_total):
+    r"""Normal scores of every average rank ``n_total`` draws can have: entry k is for rank 1 + k/2.
+
+    .. math:: z = \Phi^{-1}\bigl((r - 3/8) / (S + 1/4)\bigr), \qquad r = 1, 1.5, 2, \dots, S.
+
+    The average rank of tied draws is a whole or half number, so this table
+    replaces one ``ndtri`` per draw by a look-up (the arithmetic of
+    :func:`rank_normalize`, hence the same bits).
+    """
+    ranks = 1 + np.arange(2 * n_total - 1) / 2
+    scores = scipy.special.ndtri((ranks - 3 / 8) / (n_total + 1 / 4))
+    scores.flags.writeable = False
+    return scores
+
+
+def _ties(s):
+    """The entries of the sorted rows ``s`` that tie with a neighbour: (flat index into s, 2 * average rank - 2).
+
+    A block of ties at 0-based positions first..last shares the average rank
+    (first + last) / 2 + 1. Ties are rare in continuous draws, so the blocks
+    are found from the tied neighbours alone.
+    """
+    n_total = s.shape[1]
+    tied = np.flatnonzero(s[:, 1:] == s[:, :-1])               # entry i equals entry i + 1
+    if tied.size == 0:
+        return tied, tied
+    row, i = np.divmod(tied, n_total - 1)
+    link = row * n_total + i                                   # flat index into s; a block never spans rows
+    opens = np.r_[True, np.diff(link) != 1]                    # runs of consecutive links are the blocks
+    first = link[opens]
+    last = link[np.r_[opens[1:], True]] + 1
+    size = last - first + 1
+    members = np.repeat(first - np.cumsum(size) + size, size) + np.arange(size.sum())
+    return members, np.repeat(first + last - 2 * n_total * row[opens], size)
+
+
+def _normal_scores_into(out, order, s):
+    """``out`` (rows, S), C-contiguous, gets each draw's Blom score, in draw order.
+
+    ``s`` is the draws with each row sorted, and ``order`` the flat index into
+    ``out`` of the draw at each sorted position. The entry at sorted position i
+    has rank i + 1 (table entry 2i) unless it is tied.
+    """
+    scores = _blom_scores(s.shape[1])
+    flat = out.reshape(-1)
+    flat[order] = scores[::2]
+    members, twice_rank = _ties(s)
+    flat[order.reshape(-1)[members]] = scores[twice_rank]
+    return out
+
+
+def _psrf_rows(chain_means, chain_variances, n_draws, constant):
+    """:func:`potential_scale_reduction` of rows of chains from their means and variances (rows, chains).
+
+    ``constant`` marks the rows whose draws are all equal (R-hat NaN).
+    """
+    within = chain_variances.mean(axis=1)                               # W
+    between = n_draws * chain_means.var(axis=1, ddof=1)                 # B
+    var_plus = (n_draws - 1) / n_draws * within + between / n_draws
+    out = np.sqrt(var_plus / within)
+    out[within == 0.0] = np.inf
+    out[constant] = np.nan
+    return out
+
+
+def _fft_length(n):
+    """The smallest 2^k, 3 * 2^k or 5 * 2^k >= n (lengths numpy's FFT is quickest at)."""
+    power = 1 << max(int(n - 1).bit_length() - 3, 0)
+    return min(f * power * 2 ** j for f in (1, 3, 5) for j in range(5) if f * power * 2 ** j >= n)
+
+
+def _autocorrelation_rows(centred, within, var_plus, max_lag, n_fft):
+    r""":func:`combined_autocorrelation` at lags 0..max_lag of each row of centred chains (rows, chains, draws).
+
+    Zero-padding to ``n_fft`` >= N + max_lag keeps the circular correlation from
+    wrapping at those lags, and
+
+    .. math:: \frac{1}{M}\sum_m \hat\gamma_{m,t}
+              = \frac{1}{N}\,\mathcal F^{-1}\Bigl(\frac{1}{M}\sum_m |\mathcal F x_m|^2\Bigr)_t .
+    """
+    n_rows, n_chains, n_draws = centred.shape
+    n_freq = n_fft // 2 + 1
+    # a few rows at a time into one reused buffer of about 1 MB: a fresh 3 MB array costs more than the FFT
+    block = max(1, (1 << 20) // (16 * n_chains * n_freq))
+    spectrum = np.empty((min(block, n_rows), n_chains, n_freq), dtype=complex)
+    power = np.empty((n_rows, n_freq))
+    for start in range(0, n_rows, block):
+        rows = centred[start:start + block]
+        part = spectrum[:len(rows)]
+        np.fft.rfft(rows, n=n_fft, axis=2, out=part)
+        squares = np.einsum("rmk,rmk->rk", part.view(float), part.view(float))   # sum_m re^2, sum_m im^2, ...
+        power[start:start + block] = squares[:, 0::2] + squares[:, 1::2]           # sum_m |F x_m|^2
+    power /= n_chains
+    mean_acov = np.fft.irfft(power, n=n_fft, axis=1)[:, :max_lag + 1] / n_draws
+    rho = 1.0 - (within[:, np.newaxis] - mean_acov) / var_plus[:, np.newaxis]
+    rho[:, 0] = 1.0
+    return rho
+
+
+def _geyer_rows(rho, n_draws):
+    """:func:`autocorrelation_time` of each row of ``rho`` (lags 0..L of chains of ``n_draws``).
+
+    Returns (tau, complete): ``complete`` is False for the rows whose initial
+    positive sequence is still going at lag L (their tau needs more lags).
+    """
+    n_rows, n_lags = rho.shape
+    last_pair = max((n_draws - 3) // 2, 0)
+    n_pairs = min(last_pair + 1, n_lags // 2)                               # the pairs whose lags are in rho
+    pairs = rho[:, 0:2 * n_pairs:2] + rho[:, 1:2 * n_pairs:2]               # P_0, P_1, ...
+    non_positive = pairs <= 0
+    found = non_positive.any(axis=1)
+    complete = found | (n_pairs == last_pair + 1)
+    n_kept = np.where(found, non_positive.argmax(axis=1), np.where(complete, last_pair, 0))  # K
+    monotone = np.minimum.accumulate(pairs, axis=1)                         # P~_k
+    kept = np.arange(n_pairs) < n_kept[:, np.newaxis]
+    next_even = rho[np.arange(n_rows), 2 * n_kept]                          # rho_2K
+    tau = -1.0 + 2.0 * np.where(kept, monotone, 0.0).sum(axis=1) + np.maximum(next_even, 0.0)
+    return tau, complete
+
+
+def _ess_rows(centred, chain_means, chain_variances, constant):
+    """:func:`effective_sample_size` of rows of chains (rows, chains, draws), given centred.
+
+    ``chain_means`` and ``chain_variances`` (divisor N - 1) are (rows, chains);
+    ``constant`` marks the rows whose draws are all equal (ESS NaN).
+    """
+    n_rows, n_chains, n_draws = centred.shape
+    within = chain_variances.mean(axis=1)                                   # W
+    var_plus = (n_draws - 1) / n_draws * within
+    if n_chains > 1:
+        var_plus += chain_means.var(axis=1, ddof=1)                         # + B / N
+    n_fft = _fft_length(n_draws + FIRST_LAGS)
+    max_lag = min(n_fft - n_draws, n_draws - 1)
+    tau, complete = _geyer_rows(_autocorrelation_rows(centred, within, var_plus, max_lag, n_fft), n_draws)
+    redo = ~complete & ~constant
+    if redo.any():                                      # chains that mix slowly: every lag
+        n_fft = scipy.fft.next_fast_len(2 * n_draws, real=True)
+        rho = _autocorrelation_rows(centred[redo], within[redo], var_plus[redo], n_draws - 1, n_fft)
+        tau[redo] = _geyer_rows(rho, n_draws)[0]
+    n_total = n_chains * n_draws
+    ess = n_total / np.maximum(tau, 1.0 / np.log10(n_total))
+    ess[constant] = np.nan
+    return ess
+
+
+def _quantiles_of_sorted(s, probs):
+    """``np.quantile(row, probs)`` of every sorted row of ``s``, shape (rows, len(probs)), in numpy's arithmetic."""
+    n_total = s.shape[1]
+    virtual = (n_total - 1) * np.asarray(probs, dtype=float)            # numpy's "linear" (R's type 7)
+    below = np.floor(virtual).astype(int)
+    above = np.minimum(below + 1, n_total - 1)
+    gamma = virtual - below
+    a, b = s[:, below], s[:, above]
+    return np.where(gamma >= 0.5, b - (b - a) * (1 - gamma), a + (b - a) * gamma)
+
+
+def _rhat_and_ess(draws):
+    """R-hat, bulk ESS and tail ESS of several quantities at once: (rhat, bulk, tail), each shape (K,).
+
+    ``draws`` has shape (K, chains, draws), one row per scalar quantity. Entry
+    k is ``rhat(draws[k])``, ``ess_bulk(draws[k])``, ``ess_tail(draws[k])`` up
+    to rounding (and NaN where the draws hold a NaN); see the comment above
+    for how it saves work.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(9).normal(size=(3, 4, 500))
+    >>> r, bulk, tail = _rhat_and_ess(x)
+    >>> bool(np.allclose(bulk, [ess_bulk(xk) for xk in x], rtol=1e-12))
+    True
+    """
+    x = np.asarray(draws, dtype=float)
+    if x.ndim != 3 or x.shape[0] < 1:
+        raise DataError(f"draws of several quantities must have shape (quantities, chains, draws), got {x.shape}")
+    n_rows, n_chains, n_draws = x.shape
+    per_block = max(1, WORKSPACE_BYTES // (7 * 8 * n_chains * n_draws))
+    if n_rows > per_block:                                      # a long run: a few quantities at a time
+        blocks = [_rhat_and_ess(x[i:i + per_block]) for i in range(0, n_rows, per_block)]
+        return tuple(np.concatenate(statistic) for statistic in zip(*blocks))
+    half = n_draws // 2
+    if n_draws % 2 == 0:
+        halves = x.reshape(n_rows, 2 * n_chains, half)          # chain m's halves are rows 2m, 2m + 1
+    else:                                                       # split_chains: drop the middle draw
+        halves = np.concatenate([x[:, :, :half], x[:, :, n_draws - half:]], axis=1)
+    _as_chains(halves[0])                                       # the checks rhat() makes: >= MIN_DRAWS per half
+    n_total = 2 * n_chains * half
+    flat = halves.reshape(n_rows, n_total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # One workspace for the large arrays: numpy asks Linux for huge pages for an array of 4 MB or more,
+        # and first touching one large array is much cheaper than first touching many 1 MB ones.
+        work = np.empty((7, n_rows, n_total))
+        # four series per quantity, filled below: z (bulk R-hat and ESS), the indicators of the 5 % and
+        # 95 % quantiles (tail ESS), z of the folded draws (tail R-hat)
+        series = work[:4].reshape(4, n_rows, 2 * n_chains, half)
+
+        # one sort per quantity: its ranks give z (bulk R-hat and bulk ESS), the median, the quantiles.
+        # Indices are flat (row * S + i): numpy's take on flat indices is quicker than take_along_axis.
+        offsets = n_total * np.arange(n_rows)[:, np.newaxis]
+        order = np.argsort(flat, axis=1)
+        order += offsets
+        s = flat.reshape(-1).take(order, out=work[4], mode="clip")     # "clip": unbuffered (no copy)
+        _normal_scores_into(series[0].reshape(n_rows, n_total), order, s)
+        if n_draws % 2 == 0:                                    # the split chains hold all the draws
+            q = _quantiles_of_sorted(s, [0.05, 0.95])
+        else:
+            q = np.quantile(x.reshape(n_rows, -1), [0.05, 0.95], axis=1).T
+        np.less_equal(halves, q.T[:, :, np.newaxis, np.newaxis], out=series[1:3], casting="unsafe")
+        constant = np.concatenate([s[:, 0] == s[:, -1],        # all draws equal; all or none below q
+                                   ((q >= s[:, -1:]) | (q < s[:, :1])).T.ravel()])
+        has_nan = np.isnan(s[:, -1])                            # NaN sorts last
+        if n_draws % 2:
+            has_nan |= np.isnan(x[:, :, half]).any(axis=1)      # the middle draws, dropped by the split
+
+        # folded draws |x - median|, in place of s: m - s below the middle (a falling run), s - m above
+        # it (a rising run). A stable sort (timsort) finds the two runs and merges them in one pass.
+        middle = n_total // 2
+        median = (s[:, middle - 1] + s[:, middle]) / 2
+        runs = s
+        np.subtract(median[:, np.newaxis], s[:, :middle], out=runs[:, :middle])
+        runs[:, middle:] -= median[:, np.newaxis]
+        merge = np.argsort(runs, axis=1, kind="stable")
+        merge += offsets
+        folded = runs.reshape(-1).take(merge, out=work[5], mode="clip")
+        folded_order = order.reshape(-1).take(merge, out=work[6].view(np.intp), mode="clip")
+        _normal_scores_into(series[3].reshape(n_rows, n_total), folded_order, folded)
+
+        # per-chain means and variances; R-hat (bulk and folded)
+        centred = series.reshape((4 * n_rows,) + halves.shape[1:])
+        means = centred.mean(axis=2)
+        centred -= means[:, :, np.newaxis]                      # in place: the draws are not needed again
+        variances = np.einsum("rmn,rmn->rm", centred, centred) / (half - 1)
+        bulk_rows, folded_rows, ess_rows = slice(0, n_rows), slice(3 * n_rows, None), slice(0, 3 * n_rows)
+        rhat = np.fmax(_psrf_rows(means[bulk_rows], variances[bulk_rows], half, constant[bulk_rows]),
+                       _psrf_rows(means[folded_rows], variances[folded_rows], half, folded[:, 0] == folded[:, -1]))
+
+        ess = _ess_rows(centred[ess_rows], means[ess_rows], variances[ess_rows], constant).reshape(3, n_rows)
+    bulk, tail = ess[0], np.fmin(ess[1], ess[2])
+    for statistic in (rhat, bulk, tail):
+        statistic[has_nan] = np.nan
+    return rhat, bulk, tail

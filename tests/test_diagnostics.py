@@ -295,3 +295,78 @@ def test_single_chain_ess_agrees_with_arviz(arviz_diagnostics):
     x = ar1(0.6, (1, 2000), np.random.default_rng(13))
     for name, ours in [("bulk", ess_bulk), ("tail", ess_tail), ("mean", ess_mean)]:
         assert ours(x) == pytest.approx(_arviz(arviz_diagnostics, name, x), rel=0.01)
+
+
+# ----------------------------------------------------------------------------
+# every quantity at once: diagnostics._rhat_and_ess, the check teachlmm.convergence runs
+# ----------------------------------------------------------------------------
+
+def _quantities(chains, draws, seed):
+    """Seven quantities (7, chains, draws): AR(1) with phi 0, 0.5, 0.9, 0.99, a random walk, Poisson ties, Cauchy."""
+    rng = np.random.default_rng(seed)
+    return np.stack([ar1(0.0, (chains, draws), rng), ar1(0.5, (chains, draws), rng),
+                     ar1(0.9, (chains, draws), rng), ar1(0.99, (chains, draws), rng),
+                     np.cumsum(rng.normal(size=(chains, draws)), axis=1),
+                     rng.poisson(2.0, size=(chains, draws)).astype(float),
+                     rng.standard_cauchy(size=(chains, draws))])
+
+
+@pytest.mark.parametrize("chains, draws", [(1, 8), (1, 9), (4, 8), (4, 9), (1, 500), (1, 501), (4, 1000),
+                                           (4, 1001), (2, 2000)])
+def test_all_quantities_at_once_equal_arviz(arviz_diagnostics, chains, draws):
+    x = _quantities(chains, draws, seed=chains * 10_000 + draws)
+    r, bulk, tail = diagnostics._rhat_and_ess(x)
+    assert r.shape == bulk.shape == tail.shape == (len(x),)
+    for k, xk in enumerate(x):
+        assert bulk[k] == pytest.approx(_arviz(arviz_diagnostics, "bulk", xk), rel=1e-8)
+        assert tail[k] == pytest.approx(_arviz(arviz_diagnostics, "tail", xk), rel=1e-8)
+        if chains > 1:
+            assert r[k] == pytest.approx(_arviz(arviz_diagnostics, "rhat", xk), rel=1e-8)
+        else:       # ArviZ has no R-hat for one chain; ours compares its halves, as rhat() does
+            assert r[k] == pytest.approx(rhat(xk), rel=1e-12)
+
+
+def test_all_quantities_at_once_keep_todays_edge_cases(arviz_diagnostics):
+    rng = np.random.default_rng(14)
+    x = np.stack([ar1(0.5, (4, 200), rng),
+                  np.full((4, 200), 2.5),                                   # constant
+                  np.repeat(np.arange(4.0)[:, None], 200, axis=1),          # each chain constant, chains differ
+                  ar1(0.5, (4, 200), rng)])
+    x[3, 1, 50] = np.nan
+    r, bulk, tail = diagnostics._rhat_and_ess(x)
+    # the neighbours of odd rows are untouched
+    assert r[0] == pytest.approx(_arviz(arviz_diagnostics, "rhat", x[0]), rel=1e-8)
+    assert bulk[0] == pytest.approx(_arviz(arviz_diagnostics, "bulk", x[0]), rel=1e-8)
+    # constant draws: NaN (ArviZ's ESS is the number of draws there; see the module docstring)
+    assert np.isnan([r[1], bulk[1], tail[1]]).all()
+    # constant chains that disagree: a huge R-hat, and ArviZ's ESS
+    assert r[2] > 1e6
+    assert bulk[2] == pytest.approx(_arviz(arviz_diagnostics, "bulk", x[2]), rel=1e-8)
+    assert tail[2] == pytest.approx(_arviz(arviz_diagnostics, "tail", x[2]), rel=1e-8)
+    # a NaN draw: NaN
+    assert np.isnan([r[3], bulk[3], tail[3]]).all()
+
+
+def test_all_quantities_at_once_agree_with_one_at_a_time():
+    """The same numbers as rhat / ess_bulk / ess_tail, also where ArviZ differs or has none (NaN, one chain)."""
+    x = _quantities(1, 301, seed=15)
+    x[2, 0, 150] = np.nan                                  # the middle draw, which the split drops
+    r, bulk, tail = diagnostics._rhat_and_ess(x)
+    for k, xk in enumerate(x):
+        np.testing.assert_allclose([r[k], bulk[k], tail[k]], [rhat(xk), ess_bulk(xk), ess_tail(xk)], rtol=1e-12)
+    assert np.isnan(r[2])
+
+
+def test_all_quantities_at_once_in_blocks(monkeypatch):
+    x = _quantities(4, 300, seed=16)
+    whole = diagnostics._rhat_and_ess(x)
+    monkeypatch.setattr(diagnostics, "WORKSPACE_BYTES", 7 * 8 * x[0].size * 2)     # two quantities a block
+    for a, b in zip(whole, diagnostics._rhat_and_ess(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+@pytest.mark.parametrize("bad, match", [(np.zeros((4, 100)), "quantities, chains, draws"),
+                                        (np.zeros((2, 4, 7)), "at least 4 draws")])
+def test_all_quantities_at_once_refuse_bad_shapes(bad, match):
+    with pytest.raises(ValueError, match=match):
+        diagnostics._rhat_and_ess(bad)
