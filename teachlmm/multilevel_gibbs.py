@@ -70,7 +70,7 @@ from .errors import DesignError, TeachLMMError
 from .gibbs import Prior
 from .huang_wand import NU
 from .multilevel import MultilevelModel
-from .multilevel_mme import MAX_SCHUR_BYTES
+from .multilevel_mme import MAX_SCHUR_BYTES, _block_diag_sparse, _kron_eye
 from .tables import format_table
 
 __all__ = ["UPDATES", "TermPrior", "MultilevelPrior", "resolve_prior", "CrossProducts", "draw_joint",
@@ -257,17 +257,6 @@ def resolve_prior(model, prior=None):
 # the data's cross-products, computed once
 # ----------------------------------------------------------------------------
 
-def _block_diag(blocks):
-    """blockdiag of a (J, q, q) stack, sparse (one dense q x q block per level)."""
-    J, q, _ = blocks.shape
-    return sp.bsr_matrix((blocks, np.arange(J), np.arange(J + 1)), shape=(J * q, J * q)).tocsr()
-
-
-def _kron_eye(J, T):
-    """I_J (x) T, sparse: T on the diagonal once per level."""
-    return _block_diag(np.broadcast_to(T, (J,) + T.shape).copy())
-
-
 class CrossProducts:
     """What every sweep needs from the data, computed once (no n x n matrix).
 
@@ -387,7 +376,7 @@ def draw_joint(xp, Ts, sigma2, inv_tau2, z):
     else:
         LamW = sp.block_diag([_kron_eye(J, T) for J, T in zip(xp.Js[1:], Ts[1:])] + [sp.identity(p + 1)],
                              format="csr")
-        E = sp.csr_matrix(_block_diag(L1inv) @ (_kron_eye(J1, T1).T @ xp.B0 @ LamW))
+        E = sp.csr_matrix(_block_diag_sparse(L1inv) @ (_kron_eye(J1, T1).T @ xp.B0 @ LamW))
         S = np.asarray(LamW.T @ (LamW.T @ xp.C0).T) - (E.T @ E).toarray()   # Schur complement, y appended
         E_times = lambda x: E @ x                                            # noqa: E731
     S[np.arange(m), np.arange(m)] += 1.0                                     # + I (the u_r prior)
