@@ -71,6 +71,7 @@ from .gibbs import Prior
 from .huang_wand import NU
 from .multilevel import MultilevelModel
 from .multilevel_mme import MAX_SCHUR_BYTES, _block_diag_sparse, _kron_eye
+from .posterior import SUMMARY_HEADER, _draws_row, _summary_cells
 from .tables import format_table
 
 __all__ = ["UPDATES", "TermPrior", "MultilevelPrior", "resolve_prior", "CrossProducts", "draw_joint",
@@ -804,14 +805,7 @@ class MultilevelPosterior:
 
     def table(self):
         """{name: dict(mean, sd, q025, q50, q975, rhat, ess_bulk, ess_tail, mcse)} for every parameter."""
-        out = {}
-        for name in self.names():
-            x = self.get(name)
-            q025, q50, q975 = np.quantile(x, [0.025, 0.5, 0.975])
-            out[name] = dict(mean=float(x.mean()), sd=float(x.std(ddof=1)), q025=float(q025), q50=float(q50),
-                             q975=float(q975), rhat=diagnostics.rhat(x), ess_bulk=diagnostics.ess_bulk(x),
-                             ess_tail=diagnostics.ess_tail(x), mcse=diagnostics.mcse_mean(x))
-        return out
+        return {name: dict(_draws_row(self.get(name)), mcse=self.mcse(name)) for name in self.names()}
 
     def summary(self):
         """The posterior summary (a string): mean, sd, quantiles, R-hat, bulk and tail ESS per parameter.
@@ -829,17 +823,14 @@ class MultilevelPosterior:
         """
         rows = self.table()
         labels = [(n, n) for n in self.fixef_names] + self._G_names() + [("sigma2", "Var Residual")]
-        header = ["", "mean", "sd", "2.5%", "50%", "97.5%", "R-hat", "ESS-bulk", "ESS-tail"]
-        cells = [[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
-                 + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}", f"{rows[n]['ess_tail']:.0f}"]
-                 for n, label in labels]
+        cells = _summary_cells(rows, labels)
         m = self.model
         lines = [f"Bayesian linear mixed model, Gibbs sampler ({self.update} update): {self.chains} chains x "
                  f"{self.n_draws} draws (warm-up {self.warmup}, thin {self.thin})",
                  f"Formula: {m.formula.text}",
                  f"Prior: {self.prior.describe()}",
                  f"Number of obs: {m.n}, groups: " + "; ".join(f"{t.name}, {t.J}" for t in m.terms),
-                 "", format_table(cells, header)]
+                 "", format_table(cells, SUMMARY_HEADER)]
         message = convergence.check(self, warn=True)
         if message:
             lines += ["", "Warning: " + message]
