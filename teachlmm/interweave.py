@@ -63,6 +63,7 @@ import scipy.special
 
 from . import huang_wand
 from ._interweave_fast import FastInterweave
+from .errors import TeachLMMError
 
 NEWTON_STEPS = 1                # Newton steps of the Laplace proposal (see laplace_proposal, Interweaving)
 HUANG_WAND_NEWTON_STEPS = 3     # the same under the Huang-Wand prior
@@ -476,7 +477,7 @@ class Interweaving:
         False (default): the step as this module writes it (:func:`interweave`).
         True: for q <= 2, the written-out step of ``teachlmm._interweave_fast``
         (about 2x faster; the same output to rounding from the same noise); for
-        q > 2 the same as False.
+        q > 2 the same as False. Anything but a bool is a TeachLMMError.
 
     Examples
     --------
@@ -493,6 +494,9 @@ class Interweaving:
     """
 
     def __init__(self, model, prior, fast=False):
+        if not isinstance(fast, (bool, np.bool_)):
+            raise TeachLMMError(f"fast must be True (for q <= 2 the written-out step of teachlmm._interweave_fast) "
+                                f"or False (the step as this module writes it), got {fast!r}")
         self.statistics = statistics(model.stats, model.blocks, prior.tau2)
         self.blocks, self.prior = model.blocks, prior
         blocks_prior = None if prior.A is not None else prior_blocks(prior, model.blocks)

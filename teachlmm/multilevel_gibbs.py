@@ -231,7 +231,8 @@ def resolve_prior(model, prior=None):
             if given:
                 raise TeachLMMError(f"prior {RESIDUAL!r} sets {', '.join(given)}, which belong to a term's G: "
                                     f"put them under the term's name ({', '.join(map(repr, names))})")
-    elif isinstance(prior, dict) and any(k in names or k == RESIDUAL for k in prior):
+    elif isinstance(prior, dict) and any(k in names or k == RESIDUAL or isinstance(v, (Prior, dict))
+                                         for k, v in prior.items()):     # a prior per term, some key unknown
         unknown = sorted(set(prior) - set(names) - {RESIDUAL})
         raise TeachLMMError(f"unknown prior key(s) {', '.join(map(repr, unknown))}; the keys are the terms' "
                             f"names {', '.join(map(repr, names))} and {RESIDUAL!r}")
