@@ -56,6 +56,8 @@ Step through it::
     print(post.summary())
 """
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -718,8 +720,22 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, upda
     post = MultilevelPosterior(model, out, state.sampler.prior, update=update, warmup=warmup, thin=thin,
                                seconds=time.perf_counter() - t0)
     if check:
-        convergence.check(post, warn=True, stacklevel=3)
+        convergence.check(post, warn=True, stacklevel=_stacklevel_outside_package())
     return post
+
+
+def _stacklevel_outside_package():
+    """The ``stacklevel`` at which :func:`sample`'s ConvergenceWarning names the user's line.
+
+    Counted from ``warnings.warn`` in :func:`teachlmm.convergence.check` (1) and :func:`sample` (2)
+    outwards, past every caller inside teachlmm (``tl.gibbs.sample`` dispatches here), so the warning
+    points at the line that called teachlmm, whether it called this module or :mod:`teachlmm.gibbs`.
+    """
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 3                   # sample's caller is level 3
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class MultilevelPosterior:
