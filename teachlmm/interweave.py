@@ -7,7 +7,7 @@ from those b_j: G and b follow each other in a slow random walk (ESS about 8 %
 of the draws for the slope variance on radon M3).
 
 The cure (Yu & Meng 2011, "ancillarity-sufficiency interweaving", ASIS). Write
-G = L L' with L lower triangular and the *non-centred* random effects
+G = L L' with L lower triangular and the *non-centred* random effects::
 
     u_j = L^-1 b_j,        u_j ~ N(0, I_q)   whatever G is.
 
@@ -17,7 +17,7 @@ Given u the model is an ordinary Gaussian regression in (beta, L)::
 
 (one feature z_k u_jl per entry L_kl of the lower triangle), so the data now
 speak to L directly, and the slow direction of the centred sweep is fast
-here. ASIS inserts one such draw after the centred G-draw:
+here. ASIS inserts one such draw after the centred G-draw::
 
     (beta, b) | G, sigma2;   G | b;   [u = L^-1 b;  (beta, L) | u, sigma2;  b = L u, G = L L'];   sigma2 | beta, b
 
@@ -27,7 +27,7 @@ The prior on L. The signs of L's diagonal are left free: (L D, D u) with D a
 diagonal of +-1 gives the same (G, b), and u_j ~ N(0, I) is sign-symmetric, so
 the chain on (beta, G, b, sigma2) does not depend on which sign is used. For
 G ~ InvWishart(nu, S) on a block of size m the map L -> G = L L' has Jacobian
-2^m prod_k |L_kk|^(m - k + 1) (k = 1..m), so
+``2^m prod_k |L_kk|^(m - k + 1)`` (k = 1..m), so::
 
     log p(L) = log p_IW(L L') + sum_k (m - k + 1) log|L_kk| + const
              = -sum_k (nu + k) log|L_kk| - tr(S L^-T L^-1) / 2 + const.
