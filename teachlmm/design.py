@@ -15,9 +15,9 @@ O(J (p+q)^3), whatever the number of rows n. No n x n matrix is ever built.
 
 Numerical conditioning: centred only when needed. The raw cross-products of
 a column whose mean is large against its spread (y + 1e9, a timestamp, UTM
-coordinates) lose 2 log10(|mean| / sd) of float64's 16 digits. Building the
+coordinates) lose ``2 log10(|mean| / sd)`` of float64's 16 digits. Building the
 model checks every column of X and y from the totals it already has (O(p^2),
-no pass over the rows); when one has |mean| > 100 sd (4 digits at stake), the
+no pass over the rows); when one has ``|mean| > 100 sd`` (4 digits at stake), the
 fitting methods (``em.fit``, ``gibbs.sample``/``gibbs.init``, ``blup.fit``
 and every result) work on the centred copy of the model
 (:meth:`Model.centred`, one more pass over the rows, made once) and map the
@@ -393,7 +393,7 @@ CENTRE_ABOVE = 100.0      # centre when a column's |mean| exceeds this many sd (
 
 
 def large_mean_ratio(ratio):
-    """'about 1e+09 times' (|mean| / sd), or 'so many times ... that float64 keeps none of' when sd is lost."""
+    """'about 1e+09 times' (``|mean| / sd``), or 'so many times ... that float64 keeps none of' when sd is lost."""
     return f"about {ratio:.0e} times" if np.isfinite(ratio) else "so much larger than"
 
 
@@ -957,7 +957,7 @@ class Model:
     def centring(self):
         """The :class:`Centring` of this model's data: the columns of X and Z and y, each minus its mean.
 
-        Only the columns that need it (:func:`_large_means`: |mean| > 100 sd) are
+        Only the columns that need it (:func:`_large_means`: ``|mean| > 100 sd``) are
         shifted when some do, so that the rest of the model keeps the
         coordinates it was written in; when none does (``model.centred()``
         asked for anyway), every column is.

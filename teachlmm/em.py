@@ -9,13 +9,15 @@ missing data. If we knew them, G and sigma2 would be plain sample moments::
 We do not know them, so EM replaces each moment by its conditional
 expectation given y at the current (G, sigma2):
 
-E-step (at the current G, sigma2; see :mod:`teachlmm.mme`)
+**E-step**, at the current (G, sigma2) (see :mod:`teachlmm.mme`)::
+
     beta_hat = GLS estimate,  b_hat_j = M_j^-1 Z_j'(y_j - X_j beta_hat),
     ML:    Var(b_j | y) = sigma2 M_j^-1
     REML:  Var(b_j | y) = sigma2 (M_j^-1 + M_j^-1 Z_j'X_j A^-1 X_j'Z_j M_j^-1)
            (beta is integrated out too, which widens the variance)
 
-M-step
+**M-step**::
+
     G_new      = (1/J) sum_j [ b_hat_j b_hat_j' + Var(b_j | y) ]
     sigma2_new = (1/n) E ||y - X beta - Z b||^2
                = (1/n) [ ||y - X beta_hat - Z b_hat||^2 + tr(Cov(beta, b | y) [X Z]'[X Z]) ]
@@ -57,7 +59,7 @@ G = sigma2 T T' updated as a regression coefficient - accelerated by SQUAREM
 (Varadhan & Roland 2008): two EM steps give a direction, and a longer step
 along it is taken only if it raises the log-likelihood further. By default
 ``fit`` takes two such iterations and then finishes with Newton's method on
-the profiled deviance (:mod:`teachlmm.newton`), as nlme's ``lme`` finishes
+the profiled deviance (``teachlmm.newton``), as nlme's ``lme`` finishes
 EM with a quasi-Newton optimiser: 5 to 15 iterations on every data set of
 the benchmark suite.
 """
@@ -654,7 +656,7 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
         coefficient: 74 and 86 iterations); "squarem" accelerates
         :func:`step_factor` with SQUAREM (Varadhan & Roland 2008): 15 and 19.
         "newton" (the default) takes two SQUAREM iterations and then Newton
-        steps on the profiled deviance (:mod:`teachlmm.newton`), about 5 to 15
+        steps on the profiled deviance (``teachlmm.newton``), about 5 to 15
         iterations on every data set of the benchmark suite. All stop at the
         same optimum; each never lowers the log-likelihood.
     tol : float
@@ -673,7 +675,7 @@ def fit(model, reml=True, method="newton", tol=1e-8, max_iter=10000, G=None, sig
     MixedModelResult
         With ``fixef``, ``fixef_se``, ``G``, ``sigma2``, ``loglik``, ``ranef``,
         ``coef``, ``condsd``, ``summary()``, ``history`` and the convergence report
-        ``n_iter``, ``converged``, ``singular`` and ``max_grad`` (max |gradient| of the
+        ``n_iter``, ``converged``, ``singular`` and ``max_grad`` (max ``|gradient|`` of the
         profiled deviance in lme4's theta, as lme4's ``checkConv`` reports it).
 
     Raises

@@ -7,7 +7,7 @@ from those b_j: G and b follow each other in a slow random walk (ESS about 8 %
 of the draws for the slope variance on radon M3).
 
 The cure (Yu & Meng 2011, "ancillarity-sufficiency interweaving", ASIS). Write
-G = L L' with L lower triangular and the *non-centred* random effects
+G = L L' with L lower triangular and the *non-centred* random effects::
 
     u_j = L^-1 b_j,        u_j ~ N(0, I_q)   whatever G is.
 
@@ -17,7 +17,7 @@ Given u the model is an ordinary Gaussian regression in (beta, L)::
 
 (one feature z_k u_jl per entry L_kl of the lower triangle), so the data now
 speak to L directly, and the slow direction of the centred sweep is fast
-here. ASIS inserts one such draw after the centred G-draw:
+here. ASIS inserts one such draw after the centred G-draw::
 
     (beta, b) | G, sigma2;   G | b;   [u = L^-1 b;  (beta, L) | u, sigma2;  b = L u, G = L L'];   sigma2 | beta, b
 
@@ -27,7 +27,7 @@ The prior on L. The signs of L's diagonal are left free: (L D, D u) with D a
 diagonal of +-1 gives the same (G, b), and u_j ~ N(0, I) is sign-symmetric, so
 the chain on (beta, G, b, sigma2) does not depend on which sign is used. For
 G ~ InvWishart(nu, S) on a block of size m the map L -> G = L L' has Jacobian
-2^m prod_k |L_kk|^(m - k + 1) (k = 1..m), so
+``2^m prod_k |L_kk|^(m - k + 1)`` (k = 1..m), so::
 
     log p(L) = log p_IW(L L') + sum_k (m - k + 1) log|L_kk| + const
              = -sum_k (nu + k) log|L_kk| - tr(S L^-T L^-1) / 2 + const.
@@ -63,6 +63,7 @@ import scipy.special
 
 from . import huang_wand
 from ._interweave_fast import FastInterweave
+from .errors import TeachLMMError
 
 NEWTON_STEPS = 1                # Newton steps of the Laplace proposal (see laplace_proposal, Interweaving)
 HUANG_WAND_NEWTON_STEPS = 3     # the same under the Huang-Wand prior
@@ -476,7 +477,7 @@ class Interweaving:
         False (default): the step as this module writes it (:func:`interweave`).
         True: for q <= 2, the written-out step of ``teachlmm._interweave_fast``
         (about 2x faster; the same output to rounding from the same noise); for
-        q > 2 the same as False.
+        q > 2 the same as False. Anything but a bool is a TeachLMMError.
 
     Examples
     --------
@@ -493,6 +494,9 @@ class Interweaving:
     """
 
     def __init__(self, model, prior, fast=False):
+        if not isinstance(fast, (bool, np.bool_)):
+            raise TeachLMMError(f"fast must be True (for q <= 2 the written-out step of teachlmm._interweave_fast) "
+                                f"or False (the step as this module writes it), got {fast!r}")
         self.statistics = statistics(model.stats, model.blocks, prior.tau2)
         self.blocks, self.prior = model.blocks, prior
         blocks_prior = None if prior.A is not None else prior_blocks(prior, model.blocks)

@@ -56,6 +56,8 @@ Step through it::
     print(post.summary())
 """
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -70,7 +72,8 @@ from .errors import DesignError, TeachLMMError
 from .gibbs import Prior
 from .huang_wand import NU
 from .multilevel import MultilevelModel
-from .multilevel_mme import MAX_SCHUR_BYTES
+from .multilevel_mme import MAX_SCHUR_BYTES, _block_diag_sparse, _kron_eye
+from .posterior import SUMMARY_HEADER, _draws_row, _summary_cells
 from .tables import format_table
 
 __all__ = ["UPDATES", "TermPrior", "MultilevelPrior", "resolve_prior", "CrossProducts", "draw_joint",
@@ -230,7 +233,8 @@ def resolve_prior(model, prior=None):
             if given:
                 raise TeachLMMError(f"prior {RESIDUAL!r} sets {', '.join(given)}, which belong to a term's G: "
                                     f"put them under the term's name ({', '.join(map(repr, names))})")
-    elif isinstance(prior, dict) and any(k in names or k == RESIDUAL for k in prior):
+    elif isinstance(prior, dict) and any(k in names or k == RESIDUAL or isinstance(v, (Prior, dict))
+                                         for k, v in prior.items()):     # a prior per term, some key unknown
         unknown = sorted(set(prior) - set(names) - {RESIDUAL})
         raise TeachLMMError(f"unknown prior key(s) {', '.join(map(repr, unknown))}; the keys are the terms' "
                             f"names {', '.join(map(repr, names))} and {RESIDUAL!r}")
@@ -256,17 +260,6 @@ def resolve_prior(model, prior=None):
 # ----------------------------------------------------------------------------
 # the data's cross-products, computed once
 # ----------------------------------------------------------------------------
-
-def _block_diag(blocks):
-    """blockdiag of a (J, q, q) stack, sparse (one dense q x q block per level)."""
-    J, q, _ = blocks.shape
-    return sp.bsr_matrix((blocks, np.arange(J), np.arange(J + 1)), shape=(J * q, J * q)).tocsr()
-
-
-def _kron_eye(J, T):
-    """I_J (x) T, sparse: T on the diagonal once per level."""
-    return _block_diag(np.broadcast_to(T, (J,) + T.shape).copy())
-
 
 class CrossProducts:
     """What every sweep needs from the data, computed once (no n x n matrix).
@@ -387,7 +380,7 @@ def draw_joint(xp, Ts, sigma2, inv_tau2, z):
     else:
         LamW = sp.block_diag([_kron_eye(J, T) for J, T in zip(xp.Js[1:], Ts[1:])] + [sp.identity(p + 1)],
                              format="csr")
-        E = sp.csr_matrix(_block_diag(L1inv) @ (_kron_eye(J1, T1).T @ xp.B0 @ LamW))
+        E = sp.csr_matrix(_block_diag_sparse(L1inv) @ (_kron_eye(J1, T1).T @ xp.B0 @ LamW))
         S = np.asarray(LamW.T @ (LamW.T @ xp.C0).T) - (E.T @ E).toarray()   # Schur complement, y appended
         E_times = lambda x: E @ x                                            # noqa: E731
     S[np.arange(m), np.arange(m)] += 1.0                                     # + I (the u_r prior)
@@ -727,8 +720,22 @@ def sample(model, draws=4000, warmup=1000, chains=4, seed=None, prior=None, upda
     post = MultilevelPosterior(model, out, state.sampler.prior, update=update, warmup=warmup, thin=thin,
                                seconds=time.perf_counter() - t0)
     if check:
-        convergence.check(post, warn=True, stacklevel=3)
+        convergence.check(post, warn=True, stacklevel=_stacklevel_outside_package())
     return post
+
+
+def _stacklevel_outside_package():
+    """The ``stacklevel`` at which :func:`sample`'s ConvergenceWarning names the user's line.
+
+    Counted from ``warnings.warn`` in :func:`teachlmm.convergence.check` (1) and :func:`sample` (2)
+    outwards, past every caller inside teachlmm (``tl.gibbs.sample`` dispatches here), so the warning
+    points at the line that called teachlmm, whether it called this module or :mod:`teachlmm.gibbs`.
+    """
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 3                   # sample's caller is level 3
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class MultilevelPosterior:
@@ -815,14 +822,7 @@ class MultilevelPosterior:
 
     def table(self):
         """{name: dict(mean, sd, q025, q50, q975, rhat, ess_bulk, ess_tail, mcse)} for every parameter."""
-        out = {}
-        for name in self.names():
-            x = self.get(name)
-            q025, q50, q975 = np.quantile(x, [0.025, 0.5, 0.975])
-            out[name] = dict(mean=float(x.mean()), sd=float(x.std(ddof=1)), q025=float(q025), q50=float(q50),
-                             q975=float(q975), rhat=diagnostics.rhat(x), ess_bulk=diagnostics.ess_bulk(x),
-                             ess_tail=diagnostics.ess_tail(x), mcse=diagnostics.mcse_mean(x))
-        return out
+        return {name: dict(_draws_row(self.get(name)), mcse=self.mcse(name)) for name in self.names()}
 
     def summary(self):
         """The posterior summary (a string): mean, sd, quantiles, R-hat, bulk and tail ESS per parameter.
@@ -840,17 +840,14 @@ class MultilevelPosterior:
         """
         rows = self.table()
         labels = [(n, n) for n in self.fixef_names] + self._G_names() + [("sigma2", "Var Residual")]
-        header = ["", "mean", "sd", "2.5%", "50%", "97.5%", "R-hat", "ESS-bulk", "ESS-tail"]
-        cells = [[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
-                 + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}", f"{rows[n]['ess_tail']:.0f}"]
-                 for n, label in labels]
+        cells = _summary_cells(rows, labels)
         m = self.model
         lines = [f"Bayesian linear mixed model, Gibbs sampler ({self.update} update): {self.chains} chains x "
                  f"{self.n_draws} draws (warm-up {self.warmup}, thin {self.thin})",
                  f"Formula: {m.formula.text}",
                  f"Prior: {self.prior.describe()}",
                  f"Number of obs: {m.n}, groups: " + "; ".join(f"{t.name}, {t.J}" for t in m.terms),
-                 "", format_table(cells, header)]
+                 "", format_table(cells, SUMMARY_HEADER)]
         message = convergence.check(self, warn=True)
         if message:
             lines += ["", "Warning: " + message]

@@ -26,6 +26,30 @@ from .tables import format_table
 
 __all__ = ["Posterior"]
 
+SUMMARY_HEADER = ["", "mean", "sd", "2.5%", "50%", "97.5%", "R-hat", "ESS-bulk", "ESS-tail"]
+
+
+def _draws_row(x):
+    """The summary statistics of one scalar's draws x (chains, draws): mean, sd, quantiles, R-hat, ESS.
+
+    Used by :class:`Posterior` and :class:`teachlmm.multilevel_gibbs.MultilevelPosterior` alike.
+    """
+    q025, q50, q975 = np.quantile(x, [0.025, 0.5, 0.975])
+    return dict(mean=float(x.mean()), sd=float(x.std(ddof=1)), q025=float(q025), q50=float(q50),
+                q975=float(q975), rhat=diagnostics.rhat(x), ess_bulk=diagnostics.ess_bulk(x),
+                ess_tail=diagnostics.ess_tail(x))
+
+
+def _summary_cells(rows, pairs):
+    """The summary table's cells: one row [label, mean, ..., ESS-tail] per (name, label) in ``pairs``.
+
+    ``rows`` maps a name to its :func:`_draws_row`. Four significant digits for the
+    statistics, three decimals for R-hat, whole numbers for the ESS.
+    """
+    return [[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
+            + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}", f"{rows[n]['ess_tail']:.0f}"]
+            for n, label in pairs]
+
 
 class Posterior:
     """Draws from the posterior of a linear mixed model, with summaries and diagnostics.
@@ -132,11 +156,7 @@ class Posterior:
 
     # -- the table -------------------------------------------------------------
     def _row(self, name):
-        x = self.get(name)
-        q025, q50, q975 = np.quantile(x, [0.025, 0.5, 0.975])
-        return dict(mean=float(x.mean()), sd=float(x.std(ddof=1)), q025=q025, q50=q50, q975=q975,
-                    rhat=diagnostics.rhat(x), ess_bulk=diagnostics.ess_bulk(x),
-                    ess_tail=diagnostics.ess_tail(x))
+        return _draws_row(self.get(name))
 
     def _labels(self):
         """(get-name, label) for the summary rows, lmer's order: fixed, then VarCorr, then residual."""
@@ -186,13 +206,6 @@ class Posterior:
         """
         fixed, random, residual = self._labels()
         rows = self._summary_rows()
-        header = ["", "mean", "sd", "2.5%", "50%", "97.5%", "R-hat", "ESS-bulk", "ESS-tail"]
-
-        def cells(pairs):
-            return [[label] + [f"{rows[n][k]:.4g}" for k in ("mean", "sd", "q025", "q50", "q975")]
-                    + [f"{rows[n]['rhat']:.3f}", f"{rows[n]['ess_bulk']:.0f}", f"{rows[n]['ess_tail']:.0f}"]
-                    for n, label in pairs]
-
         m = self.model
         head = [f"Bayesian linear mixed model, {self._sampler_name()}: {self.chains} chains x {self.n_draws} draws "
                 f"(warm-up {self.warmup}, thin {self.thin})",
@@ -204,12 +217,13 @@ class Posterior:
                     ("Residual:", residual)]
         out = list(head)
         for title, pairs in sections:
-            out += ["", title, format_table(cells(pairs), header)]
+            out += ["", title, format_table(_summary_cells(rows, pairs), SUMMARY_HEADER)]
         message = convergence.check(self)       # warns only if gibbs.sample() has not already
         notes = ["Warning: " + message] if message else []
         out += [""] * bool(notes) + notes
         markup = ("".join(f"<p>{html.escape(line)}</p>" for line in head)
-                  + "".join(frames.html_table(header, cells(pairs), caption=title) for title, pairs in sections)
+                  + "".join(frames.html_table(SUMMARY_HEADER, _summary_cells(rows, pairs), caption=title)
+                            for title, pairs in sections)
                   + "".join(f"<p><b>{html.escape(line)}</b></p>" for line in notes))
         return frames.Text.with_html("\n".join(out), markup)
 

@@ -109,8 +109,8 @@ class BaseResult:
 
         One row per variance (sdcor: its sd), per covariance (sdcor: the
         correlation) and the residual; grp is the term's VarCorr name; labels
-        "Var x", "Cov x,y", "Var Residual" (with "|grp" added where a column
-        name occurs in several terms, e.g. "Var (Intercept)|batch").
+        ``"Var x"``, ``"Cov x,y"``, ``"Var Residual"`` (with ``"|grp"`` added where a column
+        name occurs in several terms, e.g. ``"Var (Intercept)|batch"``).
         """
         seen = [c for cols in self.term_columns.values() for c in cols]
         rows, labels = [], []
@@ -263,7 +263,7 @@ class MixedModelResult(BaseResult):
     ranefs, coefs, condsds, groups_by : dicts with the one key ``group_name`` holding
         ``ranef``, ``coef``, ``condsd`` and ``groups`` (the keys fits of several factors have).
     n_iter, converged, singular, history : the fitting method's report.
-    max_grad : max |gradient| of the profiled deviance with respect to lme4's theta at the
+    max_grad : max ``|gradient|`` of the profiled deviance with respect to lme4's theta at the
         estimates, as lme4's ``checkConv`` reports it (None when not computed).
 
     Examples

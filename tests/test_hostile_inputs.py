@@ -325,7 +325,62 @@ def _ml_not_converged():
         return tl.em.fit(tl.Model(F, BASE), reml=False, max_iter=1)
 
 
+MULTI = "y ~ x + (1 | g) + (1 | s)"      # two grouping factors: teachlmm.multilevel_gibbs, MultilevelResult
+
+
+def _sample(formula=F, **kw):
+    return lambda: tl.gibbs.sample(tl.Model(formula, BASE), draws=5, warmup=0, chains=1, seed=1, **kw)
+
+
+def _multi_sample(**kw):
+    return lambda: tl.multilevel_gibbs.sample(tl.Model(MULTI, BASE), draws=5, warmup=0, chains=1, seed=1,
+                                              check=False, **kw)
+
+
+def _interweaving(fast):
+    model = tl.Model(F, BASE)
+    return lambda: tl.interweave.Interweaving(model, tl.gibbs.init(model, seed=1).prior, fast=fast)
+
+
+def _multi_fit():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tl.em.fit(tl.Model(MULTI, BASE))
+
+
 ERRORS = [
+    # part 9: the newer arguments of the samplers and of several factors' fits
+    ("gibbs engine 'Fast'", _sample(engine="Fast"), TeachLMMError, r"engine must be 'fast'.*or 'textbook'.*got 'Fast'"),
+    ("gibbs engine 3", _sample(engine=3), TeachLMMError, r"engine must be 'fast'.*got 3"),
+    ("gibbs engine None", _sample(engine=None), TeachLMMError, r"engine must be 'fast'.*got None"),
+    ("gibbs engine for several factors", _sample(MULTI, engine="textbook"), TeachLMMError,
+     r"several grouping factors.*no engine= or interweave= choice.*leave both at their defaults"),
+    ("multilevel update 'Joint'", _multi_sample(update="Joint"), TeachLMMError,
+     r"update must be one of 'joint', 'factorwise', got 'Joint'"),
+    ("multilevel update None", _multi_sample(update=None), TeachLMMError, r"update must be one of"),
+    ("multilevel prior unknown term", _multi_sample(prior={"gg": tl.gibbs.Prior(nu0=2, S0=[[1.0]])}),
+     TeachLMMError, r"unknown prior key\(s\) 'gg'.*terms' names 'g', 's' and 'Residual'"),
+    ("multilevel prior unknown term beside a known one", _multi_sample(prior={"g": {}, "ss": {"A": 1.0}}),
+     TeachLMMError, r"unknown prior key\(s\) 'ss'"),
+    ("multilevel prior S0 wrong shape", _multi_sample(prior={"g": tl.gibbs.Prior(nu0=3, S0=np.eye(2))}),
+     TeachLMMError, r"prior S0 for term 'g' has shape \(2, 2\).*give a 1 x 1 matrix"),
+    ("multilevel prior A wrong length", _multi_sample(prior={"s": {"A": [1.0, 2.0]}}), TeachLMMError,
+     r"prior A for term 's' has 2 entries.*give one number"),
+    ("multilevel prior sigma2 under a term", _multi_sample(prior={"g": {"a0": 1.0, "b0": 1.0}}), TeachLMMError,
+     r"sets a0, b0.*put them under the key 'Residual'"),
+    ("multilevel prior not a Prior", _multi_sample(prior={"g": 3}), TeachLMMError,
+     r"prior for term 'g' must be a teachlmm.gibbs.Prior or a dict"),
+    ("interweaving fast 'yes'", _interweaving("yes"), TeachLMMError, r"fast must be True.*or False.*got 'yes'"),
+    ("interweaving fast 1", _interweaving(1), TeachLMMError, r"fast must be True.*got 1"),
+    ("interweaving fast None", _interweaving(None), TeachLMMError, r"fast must be True.*got None"),
+    ("several factors summary ddf='KR'", lambda: _multi_fit().summary(ddf="KR"), TeachLMMError,
+     r"not yet available for several grouping factors; use ddf='Satterthwaite' or ddf='normal'"),
+    ("several factors summary ddf=3", lambda: _multi_fit().summary(ddf=3), TeachLMMError,
+     r"ddf must be one of Satterthwaite.*normal; got 3"),
+    ("several factors coef_table ddf bogus", lambda: _multi_fit().coef_table(ddf="t"), TeachLMMError,
+     r"ddf must be one of"),
+    ("several factors coef_table Kenward-Roger", lambda: _multi_fit().coef_table(ddf="Kenward-Roger"), TeachLMMError,
+     r"ddf='Kenward-Roger' is not yet available.*use ddf='Satterthwaite'"),
     # part 7: arguments and cross-object checks
     ("em.fit tol inf", lambda: tl.em.fit(tl.Model(F, BASE), tol=np.inf), TeachLMMError,
      r"tol must be a positive, finite number.*tol = inf would stop after one step"),

@@ -11,6 +11,7 @@ References, none computed by the code under test:
 * REML (tl.multilevel.fit, itself checked against lme4) and the known truth on a large simulated
   crossed design.
 """
+import inspect
 import json
 import pathlib
 import warnings
@@ -158,6 +159,19 @@ def test_names_get_summary_and_one_warning(pastes):
     assert row["mean"] == pytest.approx(x.mean()) and row["ess_bulk"] == pytest.approx(diagnostics.ess_bulk(x))
     with pytest.raises(tl.TeachLMMError, match="unknown parameter"):
         post.get("G[plate]")
+
+
+@pytest.mark.parametrize("entry", ["tl.gibbs.sample", "tl.multilevel_gibbs.sample"])
+def test_convergence_warning_points_at_the_callers_line(pastes, entry):
+    """Reached directly or through tl.gibbs.sample's dispatch, the warning names this file, not teachlmm's."""
+    run = tl.gibbs.sample if entry == "tl.gibbs.sample" else tl.multilevel_gibbs.sample
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1                    # the next line's number
+        run(pastes, draws=20, warmup=0, chains=2, seed=1)
+    found = [w for w in caught if issubclass(w.category, tl.ConvergenceWarning)]
+    assert len(found) == 1
+    assert (pathlib.Path(found[0].filename).resolve(), found[0].lineno) == (pathlib.Path(__file__).resolve(), line)
 
 
 def test_q2_names(pixel):

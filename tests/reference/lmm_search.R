@@ -1,9 +1,13 @@
-# Shared helpers for the round-2 reference scripts: lme4's best optimum of a fit
-# over several optimizers and starts, a Newton polish, and extraction to lists
-# for jsonlite. Sourced by formula_functions_reference.R, suite_reference.R,
-# ddf_reference.R and multi_factor_reference.R (not run on its own).
+# Shared helpers for the reference scripts: lme4's best optimum of a fit over
+# several optimizers and starts, a Newton polish, and extraction to lists for
+# jsonlite. Sourced (not run on its own) by lme4_reference.R,
+# formula_functions_reference.R, suite_reference.R, ddf_reference.R,
+# multi_factor_reference.R, multi_factor_results_reference.R,
+# insteval_reference.R and multi_factor_jags.R.
 #
-# The search follows tests/reference/lme4_reference.R (round 1), generalised to
+# lme4_reference.R (round 1, radon) takes only the helpers (objective, quiet_fit,
+# newton_polish, opt_controls, the tie rule, rows_of) and keeps its own four-round
+# search over the radon models. best_fit() below is that search generalised to
 # any formula and data:
 #   1. lme4's default lmer() call;
 #   2. six optimizer settings (bobyqa rhobeg 0.2 / 0.02, Nelder_Mead, nloptwrap
