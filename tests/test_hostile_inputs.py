@@ -350,7 +350,7 @@ def _multi_fit():
 
 ERRORS = [
     # part 9: the newer arguments of the samplers and of several factors' fits
-    ("gibbs engine 'Fast'", _sample(engine="Fast"), TeachLMMError, r"engine must be 'fast'.*or 'textbook'.*got 'Fast'"),
+    ("gibbs engine 'Fast'", _sample(engine="Fast"), TeachLMMError, r"engine must be 'fast'.*'textbook'.*or 'collapsed'.*got 'Fast'"),
     ("gibbs engine 3", _sample(engine=3), TeachLMMError, r"engine must be 'fast'.*got 3"),
     ("gibbs engine None", _sample(engine=None), TeachLMMError, r"engine must be 'fast'.*got None"),
     ("gibbs engine for several factors", _sample(MULTI, engine="textbook"), TeachLMMError,
