@@ -59,6 +59,9 @@ BENCHMARKS = {                        # name: (script, what it measures)
     "gibbs_sleepstudy": ("bench_gibbs_sleepstudy.py", "Gibbs min bulk ESS per CPU second vs JAGS on lme4's sleepstudy"),
     "multilevel_gibbs": ("bench_multilevel_gibbs.py", "Gibbs for crossed factors: joint vs factorwise update, "
                          "ESS per draw and per CPU second"),
+    "collapsed_suite": ("bench_collapsed_suite.py", "The collapsed sampler vs the Gibbs sweep on the suite's 17 "
+                        "real one-factor models (default prior): acceptance, ESS per draw and per CPU second, "
+                        "agreement of posterior means"),
     "insteval": ("bench_insteval.py", "InstEval (73,421 rows, students x lecturers crossed): formula to fit, "
                  "teachlmm vs mixedlm and lme4's recorded time"),
     "suite": ("bench_suite.py", "real-data suite (17 models on 15 R data sets, REML and ML): CPU time vs mixedlm, statsmodels, lme4"),
