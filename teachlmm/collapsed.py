@@ -18,11 +18,11 @@ chain on theta alone carries all the autocorrelation.
 
 **The step for theta: independence Metropolis-Hastings.** theta lives in few
 dimensions (q(q+1)/2 + 1). In the unconstrained coordinates phi of
-:class:`Coordinates` (log standard deviation-like diagonal of G's Cholesky
-factor, its off-diagonal entries, log sigma2) the posterior is close to
-normal, so a multivariate t proposal g(phi) fitted to it (:func:`fit_proposal`)
-is a good independent guess. From the current phi, propose phi* ~ g and accept
-it with probability::
+:class:`Coordinates` (log standard deviations, atanh of the partial
+correlations, log sigma2) the posterior is close to normal, so a mixture of
+multivariate t distributions g(phi) fitted to it (:func:`fit_proposal`) is a
+good independent guess. From the current phi, propose phi* ~ g and accept it
+with probability::
 
     min(1, w(phi*) / w(phi)),        w(phi) = p(phi | y) / g(phi)
 
@@ -35,9 +35,11 @@ acceptance rate is reported, and R-hat and ESS check the rest).
 
 **The proposal** is fitted before the chains start, from the posterior alone:
 the mode of log p(phi | y) and the curvature there (a Laplace approximation),
-then one round of importance sampling that corrects its mean and covariance;
-its draws are discarded. The chains never feed back into g, so the chain is
-an ordinary time-homogeneous Metropolis-Hastings chain.
+then three rounds of importance sampling that refit a mixture of three t
+components to the weighted draws, plus a wide "defensive" component that
+keeps the weights bounded in the tails; its draws are discarded. The chains
+never feed back into g, so each chain is an ordinary time-homogeneous
+Metropolis-Hastings chain.
 
 The priors are those of :class:`teachlmm.gibbs.Prior`, as densities of theta:
 the inverse-Wishart or Huang-Wand's marginal density of G (their eq. 3, the
