@@ -96,7 +96,7 @@ class Coordinates:
     single t proposal fits. The log Jacobian (a density on phi is the density
     on theta times it)::
 
-        log |d theta / d phi| = sum_B [ m log 2 + (m + 1) sum_k log sd_k
+        log det(d theta / d phi) = sum_B [ m log 2 + (m + 1) sum_k log sd_k
                                         + sum_{i>k} (1 + (m - k - 2) / 2) log(1 - z_ik^2) ] + log sigma2
 
     (k = 0..m-1: G from (sd, Omega) contributes 2^m prod_k sd_k^m, the log on sd
@@ -179,7 +179,7 @@ class Coordinates:
         return np.concatenate(parts + [np.log(np.asarray(sigma2, dtype=float))[..., None]], axis=-1)
 
     def log_jacobian(self, phi):
-        """log |d theta / d phi| (see the class docstring)."""
+        """log det(d theta / d phi) (see the class docstring)."""
         phi = np.asarray(phi, dtype=float)
         total = phi[..., -1].copy()                                   # d sigma2 / d log sigma2 = sigma2
         for m, (log_sd, y) in zip(self.sizes, self._split(phi)):
@@ -378,7 +378,7 @@ def _beta_precision(tau2, sigma2, stats):
 def log_posterior(phi, model, prior, coords, keep=False):
     """log p(phi | y) up to a constant, for a stack of points phi (K, d); -inf outside the prior's support.
 
-    log p(phi | y) = log p(y | theta) + log p(theta) + log |d theta / d phi|, computed in chunks
+    log p(phi | y) = log p(y | theta) + log p(theta) + log det(d theta / d phi), computed in chunks
     of CHUNK points (one batched call each). With ``keep``, also beta's posterior given each
     theta: ``(log p, beta_hat (K, p), R_inv (K, p, p))`` (see :class:`Marginal`).
 

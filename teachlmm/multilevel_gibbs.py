@@ -73,7 +73,7 @@ from .gibbs import Prior
 from .huang_wand import NU
 from .multilevel import MultilevelModel
 from .multilevel_mme import MAX_SCHUR_BYTES, _block_diag_sparse, _kron_eye
-from .posterior import SUMMARY_HEADER, _draws_row, _summary_cells
+from .posterior import SUMMARY_HEADER, _draws_rows, _summary_cells
 from .tables import format_table
 
 __all__ = ["UPDATES", "TermPrior", "MultilevelPrior", "resolve_prior", "CrossProducts", "draw_joint",
@@ -822,7 +822,8 @@ class MultilevelPosterior:
 
     def table(self):
         """{name: dict(mean, sd, q025, q50, q975, rhat, ess_bulk, ess_tail, mcse)} for every parameter."""
-        return {name: dict(_draws_row(self.get(name)), mcse=self.mcse(name)) for name in self.names()}
+        rows = _draws_rows({name: self.get(name) for name in self.names()})      # all at once: one pass
+        return {name: dict(row, mcse=self.mcse(name)) for name, row in rows.items()}
 
     def summary(self):
         """The posterior summary (a string): mean, sd, quantiles, R-hat, bulk and tail ESS per parameter.

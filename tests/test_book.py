@@ -122,11 +122,13 @@ def test_docstrings_with_plain_text_algebra_are_valid_rest():
     """These once were shown as written on the API page; their algebra now sits in literal blocks."""
     pytest.importorskip("sphinx", reason="the book's extra (pip install -e '.[book]') is not installed")
     import inspect
-    from teachlmm import design, em, interweave, results
+    from teachlmm import collapsed, design, em, interweave, results
     spec = importlib.util.spec_from_file_location("api_docstrings", BOOK / "_ext" / "api_docstrings.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for obj in [em, interweave, design, results.BaseResult.varcorr_rows, design.large_mean_ratio]:
+    for obj in [em, interweave, design, results.BaseResult.varcorr_rows, design.large_mean_ratio, collapsed,
+                collapsed.log_posterior, collapsed.Coordinates, collapsed.Coordinates.log_jacobian,
+                collapsed.log_marginal_likelihood, collapsed.fit_proposal]:
         assert module.rest_errors(inspect.getdoc(obj)) == [], obj
 
 

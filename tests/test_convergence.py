@@ -50,3 +50,16 @@ def test_check_warns_once_and_keeps_the_message(short_run):
         assert convergence.check(short_run) == message
     assert "draws=" in message
     assert np.isfinite([v for values in convergence.problems(short_run).values() for v in values]).all()
+
+
+def test_summary_rows_at_once_equal_the_rows_one_at_a_time():
+    """posterior._draws_rows (one pass over all rows) gives _draws_row's numbers for every row."""
+    from teachlmm import posterior
+    rng = np.random.default_rng(4)
+    named = {"a": rng.normal(size=(4, 300)), "b": np.cumsum(rng.normal(size=(4, 300)), axis=1),
+             "c": rng.standard_cauchy(size=(4, 300)), "d": rng.poisson(2.0, size=(4, 300)).astype(float)}
+    together = posterior._draws_rows(named)
+    for name, x in named.items():
+        alone = posterior._draws_row(x)
+        for key, value in alone.items():
+            assert together[name][key] == pytest.approx(value, rel=1e-10), (name, key)
