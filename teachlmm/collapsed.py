@@ -61,7 +61,7 @@ import numpy as np
 import scipy.optimize
 import scipy.special
 
-from . import mme
+from . import huang_wand, mme
 from .design import response_variance
 from .errors import TeachLMMError
 
@@ -209,21 +209,21 @@ def _log_prior_G(L, blocks, prior):
 
         log p(G_B) = -(nu + 2m)/2 log|G_B| - (nu + m)/2 sum_k log(nu (G_B^-1)_kk + 1/A_k^2)
 
-    with log|G_B| = 2 sum_k log L_kk and G_B^-1 = L^-T L^-1.
+    with log|G_B| = 2 sum_k log L_kk and G_B^-1 = L^-T L^-1. The Huang-Wand density is
+    :mod:`teachlmm.huang_wand`'s (written there for L, so its Jacobian
+    prod_k L_kk^(m - k + 1) is taken off again).
     """
     q = L.shape[-1]
     total = 0.0
     for B in blocks:                                     # one or a few blocks: never a loop over groups
         m = len(B)
         LB = L[..., B[:, None], B[None, :]]
-        logdet = 2.0 * np.log(np.diagonal(LB, axis1=-2, axis2=-1)).sum(-1)
-        W = mme.lower_inverse(LB)                         # L^-1
-        if prior.A is not None:
-            nu = prior.nu0 - q + 1.0                      # resolved Huang-Wand stores nu0 = nu + q - 1
-            Ginv_diag = (W * W).sum(-2)                   # (G^-1)_kk = sum_i (L^-1)_ik^2
-            total = total - (nu + 2 * m) / 2 * logdet - (nu + m) / 2 * np.log(
-                nu * Ginv_diag + 1.0 / prior.A[B] ** 2).sum(-1)
+        if prior.A is not None:                           # huang_wand's density of L, less G = L L''s Jacobian
+            jacobian = np.log(np.diagonal(LB, axis1=-2, axis2=-1)) @ (m - np.arange(m))   # sum_k (m - k + 1) log L_kk
+            total = total + huang_wand._log_density_L(LB, prior.A[B], derivatives=False) - jacobian
         else:
+            W = mme.lower_inverse(LB)                     # L^-1
+            logdet = 2.0 * np.log(np.diagonal(LB, axis1=-2, axis2=-1)).sum(-1)      # log|G_B|
             nu_B = prior.nu0 - q + m
             S = prior.S0[np.ix_(B, B)]
             trace = (W * (W @ S)).sum((-1, -2))           # tr(S G^-1) = tr(L^-1 S L^-T)
@@ -355,16 +355,8 @@ def group_factors(stats, L, sigma2):
     T = L / np.sqrt(sigma2)[..., None, None]                            # G = sigma2 T T'
     M_tilde = mme.congruence(stats.ZtZ, np.swapaxes(T, -1, -2)) + np.eye(q)    # T'Z_j'Z_j T + I
     C = mme.cholesky(M_tilde)
-    W = _small_matmul(mme.lower_inverse(C), np.swapaxes(T, -1, -2)[..., None, :, :])  # W_j = C_j^-1 T'
+    W = mme.lower_inverse(C) @ np.swapaxes(T, -1, -2)[..., None, :, :]  # W_j = C_j^-1 T'
     return W, 2 * np.log(np.diagonal(C, axis1=-2, axis2=-1)).sum(-1)
-
-
-def _small_matmul(A, B):
-    """A @ B for stacks of small matrices, as a sum over the inner index (numpy's matmul is slow on 2 x 2 stacks)."""
-    out = A[..., :, 0, None] * B[..., None, 0, :]
-    for k in range(1, A.shape[-1]):                                   # q terms: a loop over q, not groups
-        out = out + A[..., :, k, None] * B[..., None, k, :]
-    return out
 
 
 def _beta_precision(tau2, sigma2, stats):
