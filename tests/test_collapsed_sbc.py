@@ -13,31 +13,17 @@ A deliberately broken sampler must fail: the chain run on the density of
 theta instead of phi (the log Jacobian of :class:`teachlmm.collapsed.Coordinates`
 left out) samples a different law, and the same test at the same seed rejects.
 """
-import warnings
-
 import numpy as np
 import pytest
 
-import teachlmm as tl
-from teachlmm import collapsed, gibbs
-from test_gibbs_sbc import (BINS, CHAINS, CONFIGS, DRAWS, LEVEL, REPLICATIONS, THIN, WARMUP, simulate_data,
-                            truth_value, uniformity_pvalues)
+from teachlmm import collapsed
+from test_gibbs_sbc import (BINS, CHAINS, CONFIGS, DRAWS, LEVEL, REPLICATIONS, THIN, WARMUP, sbc_ranks,
+                            uniformity_pvalues)
 
 
 def collapsed_ranks(cfg, seed, replications=REPLICATIONS):
     """Ranks (replications, parameters) of the true values among the collapsed sampler's draws."""
-    ranks = np.empty((replications, len(cfg.params)), dtype=int)
-    for r in range(replications):
-        rng = np.random.default_rng([seed, r])
-        truth = cfg.draw_prior(rng)
-        model = tl.Model(cfg.formula, simulate_data(cfg, truth, rng))
-        with warnings.catch_warnings():                 # short runs by design: the ranks are the check
-            warnings.simplefilter("ignore", tl.ConvergenceWarning)
-            post = gibbs.sample(model, draws=DRAWS, warmup=WARMUP, chains=CHAINS, thin=THIN, seed=[seed, r, 1],
-                                prior=cfg.prior, keep_b=False, engine="collapsed")
-        for k, name in enumerate(cfg.params):
-            ranks[r, k] = int((post.get(name) < truth_value(truth, name)).sum())
-    return ranks
+    return sbc_ranks(cfg, seed, replications, engine="collapsed")
 
 
 def report(cfg, pvalues, counts):

@@ -140,8 +140,8 @@ def truth_value(truth, name):
     return float(truth[kind][idx] if idx else truth[kind])
 
 
-def sbc_ranks(cfg, seed, replications=REPLICATIONS):
-    """Ranks (replications, parameters) of the true values among the L posterior draws."""
+def sbc_ranks(cfg, seed, replications=REPLICATIONS, engine="fast"):
+    """Ranks (replications, parameters) of the true values among the L posterior draws of ``engine``."""
     ranks = np.empty((replications, len(cfg.params)), dtype=int)
     for r in range(replications):
         rng = np.random.default_rng([seed, r])
@@ -150,7 +150,7 @@ def sbc_ranks(cfg, seed, replications=REPLICATIONS):
         with warnings.catch_warnings():                 # short runs by design: the ranks are the check
             warnings.simplefilter("ignore", tl.ConvergenceWarning)
             post = gibbs.sample(model, draws=DRAWS, warmup=WARMUP, chains=CHAINS, thin=THIN, seed=[seed, r, 1],
-                                prior=cfg.prior, keep_b=False)
+                                prior=cfg.prior, keep_b=False, engine=engine)
         for k, name in enumerate(cfg.params):
             ranks[r, k] = int((post.get(name) < truth_value(truth, name)).sum())
     return ranks

@@ -329,7 +329,8 @@ MULTI = "y ~ x + (1 | g) + (1 | s)"      # two grouping factors: teachlmm.multil
 
 
 def _sample(formula=F, **kw):
-    return lambda: tl.gibbs.sample(tl.Model(formula, BASE), draws=5, warmup=0, chains=1, seed=1, **kw)
+    kw = {"chains": 1, **kw}
+    return lambda: tl.gibbs.sample(tl.Model(formula, BASE), draws=5, warmup=0, seed=1, **kw)
 
 
 def _multi_sample(**kw):
@@ -353,6 +354,11 @@ ERRORS = [
     ("gibbs engine 'Fast'", _sample(engine="Fast"), TeachLMMError, r"engine must be 'fast'.*'textbook'.*or 'collapsed'.*got 'Fast'"),
     ("gibbs engine 3", _sample(engine=3), TeachLMMError, r"engine must be 'fast'.*got 3"),
     ("gibbs engine None", _sample(engine=None), TeachLMMError, r"engine must be 'fast'.*got None"),
+    ("collapsed engine with interweave=False", _sample(engine="collapsed", interweave=False), TeachLMMError,
+     r"collapsed engine has no sweep.*leave interweave out"),
+    ("collapsed engine for several factors", _sample(MULTI, engine="collapsed"), TeachLMMError,
+     r"several grouping factors.*no engine= or interweave= choice"),
+    ("collapsed engine with a bad chains", _sample(engine="collapsed", chains=0), TeachLMMError, r"chains"),
     ("gibbs engine for several factors", _sample(MULTI, engine="textbook"), TeachLMMError,
      r"several grouping factors.*no engine= or interweave= choice.*leave both at their defaults"),
     ("multilevel update 'Joint'", _multi_sample(update="Joint"), TeachLMMError,

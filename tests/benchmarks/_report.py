@@ -203,6 +203,21 @@ def compare(record, peer, name, quantities):
 # the timing loop
 # ----------------------------------------------------------------------------
 
+def legacy_layout(out, records, pooled, peer, quantities, first_choices):
+    """Add the earlier one-teachlmm layout to a result ``out`` (kept for readers of older files).
+
+    The first variant of ``first_choices`` ("fast" when it ran) stands for teachlmm: ``teachlmm``,
+    ``ratio`` (to ``peer``), ``ess_per_draw`` beside the peer's, ``posterior_means`` against the peer's.
+    """
+    first = "fast" if "fast" in first_choices else next(iter(first_choices), None)
+    if first:
+        out.update(teachlmm_variant=first, teachlmm=records[first], ratio=records[first][f"ratio_to_{peer}"],
+                   ess_per_draw={q: {"teachlmm": records[first]["ess_per_draw"][q], peer: records[peer]["ess_per_draw"][q]}
+                                 for q in quantities},
+                   posterior_means=agreement(pooled[first], pooled[peer], quantities, "teachlmm", peer))
+    return out
+
+
 def alternate(arms, repeats, quantities):
     """The timed runs: ``repeats`` rounds, in each every arm once, in order (A, B, C, A, B, C, ...).
 

@@ -23,7 +23,6 @@ Run::
 Writes ``tests/benchmarks/results/collapsed_suite.json``.
 """
 import argparse
-import json
 import os
 import sys
 import time

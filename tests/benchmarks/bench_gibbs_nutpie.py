@@ -90,6 +90,11 @@ def teachlmm_module():
     return rep.teachlmm_module()
 
 
+def agreement(pooled_a, pooled_b):
+    """Posterior means, MCSEs and |m_a - m_b| / sqrt(MCSE_a^2 + MCSE_b^2) per quantity (a: teachlmm, b: nutpie)."""
+    return rep.agreement(pooled_a, pooled_b, QUANTITIES, "teachlmm", "nutpie")
+
+
 # ----------------------------------------------------------------------------
 # the PyMC model
 # ----------------------------------------------------------------------------
@@ -208,11 +213,6 @@ def run_teachlmm(model, seed, draws=DRAWS, warmup=WARMUP, chains=CHAINS, variant
     return rep.run_variant(tl, model, variant, protocol_prior(tl), QUANTITIES, seed, draws, warmup, chains)
 
 
-def agreement(pooled_a, pooled_b):
-    """Posterior means, MCSEs and |m_a - m_b| / sqrt(MCSE_a^2 + MCSE_b^2) per quantity (a: teachlmm, b: nutpie)."""
-    return rep.agreement(pooled_a, pooled_b, QUANTITIES, "teachlmm", "nutpie")
-
-
 # ----------------------------------------------------------------------------
 # the run
 # ----------------------------------------------------------------------------
@@ -266,13 +266,7 @@ def run(repeats, variants=VARIANTS, with_jags=True):
     }
     if with_jags:
         out["jags"] = records["jags"]
-    first = "fast" if "fast" in arms else next(iter(arms), None)
-    if first:                                 # the earlier layout (one teachlmm), kept for its readers
-        out.update(teachlmm_variant=first, teachlmm=records[first], ratio=records[first]["ratio_to_nutpie"],
-                   ess_per_draw={q: {"teachlmm": records[first]["ess_per_draw"][q], "nutpie": nut["ess_per_draw"][q]}
-                                 for q in QUANTITIES},
-                   posterior_means=agreement(pooled[first], pooled["nutpie"]))
-    return out
+    return rep.legacy_layout(out, {**records, "nutpie": nut}, pooled, "nutpie", QUANTITIES, arms)
 
 
 def version(name):

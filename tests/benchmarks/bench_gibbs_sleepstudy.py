@@ -148,11 +148,6 @@ def run_teachlmm(model, numbers, seed, draws=DRAWS, warmup=WARMUP, chains=CHAINS
     return rep.run_variant(tl, model, variant, teachlmm_prior(tl, numbers), QUANTITIES, seed, draws, warmup, chains)
 
 
-def agreement(pooled_a, pooled_b):
-    """Posterior means, MCSEs and |m_a - m_b| / sqrt(MCSE_a^2 + MCSE_b^2) per quantity (a: teachlmm, b: JAGS)."""
-    return rep.agreement(pooled_a, pooled_b, QUANTITIES, "teachlmm", "jags")
-
-
 # ----------------------------------------------------------------------------
 # the run
 # ----------------------------------------------------------------------------
@@ -188,13 +183,7 @@ def run(repeats, variants=VARIANTS):
         "jags": jags,
         "variants": records,
     }
-    first = "fast" if "fast" in records else next(iter(records), None)
-    if first:                                 # the earlier layout (one teachlmm), kept for its readers
-        out.update(teachlmm_variant=first, teachlmm=records[first], ratio=records[first]["ratio_to_jags"],
-                   ess_per_draw={q: {"teachlmm": records[first]["ess_per_draw"][q], "jags": jags["ess_per_draw"][q]}
-                                 for q in QUANTITIES},
-                   posterior_means=agreement(pooled[first], pooled["jags"]))
-    return out
+    return rep.legacy_layout(out, {**records, "jags": jags}, pooled, "jags", QUANTITIES, records)
 
 
 def tables(result):
